@@ -1,0 +1,1 @@
+"""Per-source raw-input extractors (see docs/sources.md)."""

@@ -1,0 +1,35 @@
+"""Document constructors shared by the per-source extractors.
+
+Why: the extraction contract says every input record becomes exactly one Document, kept or
+excluded-with-a-reason, and that a wholly unreadable file becomes one excluded record plus a
+one-line warning. Building those Documents in one place keeps ids, reasons and metadata uniform
+across sources.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from datatrove.data import Document
+from loguru import logger
+
+from pipeline.sources.safeio import reason_for
+
+
+def kept(doc_id: str, text: str, **metadata) -> Document:
+    """A document the extractor keeps (metadata must be JSON-serialisable)."""
+    return Document(text=text, id=doc_id, metadata=metadata)
+
+
+def excluded(doc_id: str, reason: str, text: str = "", **metadata) -> Document:
+    """A record accounted for but not kept; the extract stage routes it to `excluded/`."""
+    metadata["reason"] = reason
+    return Document(text=text, id=doc_id, metadata=metadata)
+
+
+def unreadable(path: pathlib.Path, exc: BaseException, source: str, **metadata) -> Document:
+    """The whole of `path` (or its unread remainder) could not be read: one excluded record
+    with id = the file name, and one warning line (no traceback)."""
+    reason = reason_for(exc)
+    logger.warning(f"{source}: {path.name}: excluded ({reason}): {exc}")
+    return excluded(path.name, reason, error=str(exc)[:500], **metadata)
