@@ -1,0 +1,1 @@
+"""llamix: filters."""

@@ -1,0 +1,209 @@
+"""The Parquet document format every stage reads and writes, as datatrove steps.
+
+One row per document: ``id``, ``text``, ``source`` (strings) and ``metadata`` (a JSON object as a
+string, so that per-stage scores of any shape accumulate without schema drift between shards).
+Kept documents go to ``<out>/NNNNN.parquet``, excluded ones (``metadata["reason"]`` set) to
+``<out>/excluded/NNNNN.parquet``. Files are written under a temporary name and renamed when the task
+finishes, so a killed task never leaves a half-written shard that a later stage would read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline import accounting
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("metadata", pa.string()),
+    ]
+)
+EXCLUDED_DIR = "excluded"
+ROWS_PER_GROUP = 2000
+
+
+def shard_name(rank: int) -> str:
+    return f"{rank:05d}.parquet"
+
+
+def list_shards(folder: str | Path) -> list[Path]:
+    """Kept-document shards of a stage folder, in rank order."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("*.parquet") if p.is_file())
+
+
+def is_excluded(doc: Document) -> bool:
+    return bool(doc.metadata.get("reason"))
+
+
+def exclude(doc: Document, reason: str, stage: str) -> Document:
+    """Mark a document excluded; the writer routes it to excluded/ and accounts its reason."""
+    doc.metadata["reason"] = reason
+    doc.metadata["excluded_by"] = stage
+    return doc
+
+
+def doc_source(doc: Document) -> str:
+    return doc.metadata.get("source", "")
+
+
+def iter_parquet_documents(path: str | Path, columns: list[str] | None = None) -> Iterator[Document]:
+    """Read one shard as Documents (metadata decoded, ``source`` placed into metadata)."""
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=1024):
+        rows = batch.to_pydict()
+        for i in range(batch.num_rows):
+            meta = json.loads(rows["metadata"][i] or "{}")
+            meta["source"] = rows["source"][i]
+            yield Document(text=rows["text"][i], id=rows["id"][i], metadata=meta)
+
+
+def read_documents(folder: str | Path, excluded: bool = False) -> Iterator[Document]:
+    """All documents of a stage folder (kept, or the excluded ones) in shard order."""
+    folder = Path(folder) / EXCLUDED_DIR if excluded else Path(folder)
+    for shard in list_shards(folder):
+        yield from iter_parquet_documents(shard)
+
+
+def _utf8_bytes(texts: pa.Array) -> int:
+    if len(texts) == 0:
+        return 0
+    return int(pc.sum(pc.binary_length(pc.cast(texts, pa.binary()))).as_py() or 0)
+
+
+class ParquetShardReader(PipelineStep):
+    """Reads input shards, task ``rank`` taking ``files[rank::world_size]``.
+
+    With ``account_dir`` set it records docs_in/bytes_in for the task, the left side of the
+    accounting identity checked when the stage ends.
+    """
+
+    name = "📖 llamix parquet reader"
+    type = "📖 - READER"
+
+    def __init__(self, files: Iterable[str | Path], account_dir: str | Path | None = None, progress: str | None = None):
+        super().__init__()
+        self.files = [str(f) for f in files]
+        self.account_dir = str(account_dir) if account_dir else None
+        self.progress = progress
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        docs_in = bytes_in = 0
+        for path in self.files[rank::world_size]:
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=1024):
+                bytes_in += _utf8_bytes(batch.column("text"))
+                rows = batch.to_pydict()
+                for i in range(batch.num_rows):
+                    meta = json.loads(rows["metadata"][i] or "{}")
+                    meta["source"] = rows["source"][i]
+                    docs_in += 1
+                    self.stat_update("documents")
+                    yield Document(text=rows["text"][i], id=rows["id"][i], metadata=meta)
+        if self.account_dir:
+            accounting.write_task_record(self.account_dir, "in", rank, {"docs_in": docs_in, "bytes_in": bytes_in})
+
+
+class _ShardFile:
+    """A Parquet file written under a temporary name, renamed into place by ``commit``."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        self.rows: list[dict] = []
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, row: dict):
+        self.rows.append(row)
+        if len(self.rows) >= ROWS_PER_GROUP:
+            self.flush()
+
+    def flush(self):
+        if self.writer is None:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=SCHEMA))
+            self.rows = []
+
+    def commit(self):
+        self.flush()
+        self.writer.close()
+        os.replace(self.tmp, self.final)
+
+    def abort(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def document_row(doc: Document) -> dict:
+    meta = dict(doc.metadata)
+    source = meta.pop("source", "")
+    return {"id": str(doc.id), "text": doc.text, "source": source, "metadata": json.dumps(meta, ensure_ascii=False, default=str)}
+
+
+class ParquetShardWriter(PipelineStep):
+    """Writes kept and excluded documents of task ``rank`` and records the task's right-hand side of
+    the accounting identity (docs_out, excluded by reason, bytes)."""
+
+    name = "💽 llamix parquet writer"
+    type = "💽 - WRITER"
+
+    def __init__(self, output_dir: str | Path, account_dir: str | Path | None = None, stage: str = "", write_excluded: bool = True):
+        super().__init__()
+        self.output_dir = str(output_dir)
+        self.account_dir = str(account_dir) if account_dir else None
+        self.stage = stage
+        self.write_excluded = write_excluded
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        start = time.monotonic()
+        out = Path(self.output_dir)
+        kept = _ShardFile(out / shard_name(rank))
+        dropped = _ShardFile(out / EXCLUDED_DIR / shard_name(rank))
+        record = accounting.empty_out_record()
+        try:
+            for doc in data or ():
+                row = document_row(doc)
+                nbytes = len(doc.text.encode("utf-8", "surrogatepass"))
+                reason = doc.metadata.get("reason")
+                if reason:
+                    accounting.add_exclusion(record, str(reason), nbytes)
+                    self.stat_update("excluded", f"excluded_{accounting.reason_key(str(reason))}")
+                    if self.write_excluded:
+                        dropped.add(row)
+                else:
+                    record["docs_out"] += 1
+                    record["bytes_out"] += nbytes
+                    self.stat_update("kept")
+                    kept.add(row)
+            kept.commit()
+            if dropped.rows or dropped.writer is not None:
+                dropped.commit()
+            else:
+                dropped.final.unlink(missing_ok=True)
+        except BaseException:
+            kept.abort()
+            dropped.abort()
+            raise
+        record["task_seconds"] = time.monotonic() - start
+        if self.account_dir:
+            accounting.write_task_record(self.account_dir, "out", rank, record)
+        return
+        yield  # a generator step that yields nothing: the writer ends the pipeline

@@ -1,0 +1,231 @@
+"""Load and validate data_manifest.yaml.
+
+A bad manifest must fail before any work starts, with one line naming the key and the problem: a
+corpus build that dies hours in on a typo is the failure mode this module exists to prevent.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.registry import MODEL_STAGES, STAGES
+
+SOURCES = ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
+EXECUTORS = ("local", "slurm", "ray")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANIFEST = REPO_ROOT / "data_manifest.yaml"
+
+
+class ManifestError(ValueError):
+    """A manifest problem; str() is the one line shown to the user."""
+
+
+@dataclass
+class StageSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    weight: float
+    epochs: float
+    inputs: list[Any]
+    stages: list[StageSpec]
+    disk: str | None = None
+
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def previous(self, name: str) -> str | None:
+        names = self.stage_names()
+        i = names.index(name)
+        return names[i - 1] if i > 0 else None
+
+
+@dataclass
+class Manifest:
+    path: Path
+    profile: str
+    out_dir: Path
+    executor: dict[str, Any]
+    resources: dict[str, Any]
+    models: dict[str, dict[str, Any]]
+    sources: dict[str, SourceSpec]
+    raw: dict[str, Any]
+
+    @property
+    def out_root(self) -> Path:
+        return self.out_dir / self.profile
+
+    def model_params(self, name: str) -> dict[str, Any]:
+        return self.models.get(name, {})
+
+    def weights(self) -> dict[str, float]:
+        return {n: s.weight for n, s in self.sources.items()}
+
+
+def _fail(key: str, problem: str):
+    raise ManifestError(f"{key}: {problem}")
+
+
+def _need(d: dict, key: str, where: str, types: type | tuple, optional: bool = False):
+    if key not in d:
+        if optional:
+            return None
+        _fail(f"{where}.{key}" if where else key, "missing")
+    value = d[key]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+        names = "/".join(t.__name__ for t in _as_tuple(types))
+        _fail(f"{where}.{key}" if where else key, f"must be {names}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _as_tuple(t):
+    return t if isinstance(t, tuple) else (t,)
+
+
+def _parse_stage(entry: Any, where: str) -> StageSpec:
+    if isinstance(entry, str):
+        name, params = entry, {}
+    elif isinstance(entry, dict) and len(entry) == 1:
+        name, params = next(iter(entry.items()))
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            _fail(f"{where}.{name}", f"stage parameters must be a mapping, got {type(params).__name__}")
+    else:
+        _fail(where, f"a stage is a name or a one-key mapping {{name: params}}, got {entry!r}")
+    if name not in STAGES:
+        _fail(where, f"unknown stage {name!r} (known: {', '.join(sorted(STAGES))})")
+    if name in MODEL_STAGES:
+        _fail(where, f"{name!r} is a model stage: configure it under models:, not in a source's stages")
+    return StageSpec(name, dict(params))
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _check_local_inputs(inputs: list, where: str, root: Path):
+    for i, entry in enumerate(inputs):
+        if isinstance(entry, str) and "://" not in entry:
+            if not glob.glob(str(root / entry)):
+                _fail(f"{where}[{i}]", f"path {entry!r} matches no file")
+
+
+def parse(raw: Any, profile: str | None = None, path: Path = DEFAULT_MANIFEST, check_paths: bool = True) -> Manifest:
+    if not isinstance(raw, dict):
+        _fail("manifest", "must be a mapping at top level")
+    known_top = {"version", "out_dir", "default_profile", "executor", "resources", "profiles", "models", "sources"}
+    for key in raw:
+        if key not in known_top:
+            _fail(str(key), f"unknown top-level key (known: {', '.join(sorted(known_top))})")
+    _need(raw, "version", "", int)
+    profiles = _need(raw, "profiles", "", dict)
+    profile = profile or raw.get("default_profile") or "sample"
+    if profile not in profiles:
+        _fail("profiles", f"no profile {profile!r} (have: {', '.join(profiles)})")
+    prof = profiles[profile] or {}
+    overrides = _need(prof, "params", f"profiles.{profile}", dict, optional=True) or {}
+    for stage_name in overrides:
+        if stage_name not in STAGES:
+            _fail(f"profiles.{profile}.params.{stage_name}", "unknown stage")
+
+    executor = dict(_need(raw, "executor", "", dict, optional=True) or {"name": "local"})
+    if executor.get("name", "local") not in EXECUTORS:
+        _fail("executor.name", f"must be one of {', '.join(EXECUTORS)}, got {executor.get('name')!r}")
+
+    models = _need(raw, "models", "", dict, optional=True) or {}
+    for name, params in models.items():
+        if name not in MODEL_STAGES:
+            _fail(f"models.{name}", f"unknown model stage (known: {', '.join(sorted(MODEL_STAGES))})")
+        if not isinstance(params, dict):
+            _fail(f"models.{name}", "must be a mapping")
+    models = {n: _deep_merge(p, overrides.get(n, {})) for n, p in models.items()}
+
+    sources_raw = _need(raw, "sources", "", dict)
+    if not sources_raw:
+        _fail("sources", "no sources")
+    sources: dict[str, SourceSpec] = {}
+    total = 0.0
+    for name, spec in sources_raw.items():
+        where = f"sources.{name}"
+        if name not in SOURCES:
+            _fail(where, f"unknown source (known: {', '.join(SOURCES)})")
+        if not isinstance(spec, dict):
+            _fail(where, "must be a mapping")
+        weight = _need(spec, "weight", where, (int, float))
+        if not math.isfinite(weight) or weight < 0 or weight > 1:
+            _fail(f"{where}.weight", f"must be in [0, 1], got {weight}")
+        epochs = _need(spec, "epochs", where, (int, float))
+        if not math.isfinite(epochs) or epochs <= 0:
+            _fail(f"{where}.epochs", f"must be positive, got {epochs}")
+        inputs_by_profile = _need(spec, "inputs", where, dict)
+        inputs = inputs_by_profile.get(profile)
+        if inputs is None:
+            _fail(f"{where}.inputs.{profile}", "missing (every source needs inputs for the chosen profile)")
+        if not isinstance(inputs, list) or not inputs:
+            _fail(f"{where}.inputs.{profile}", "must be a non-empty list")
+        if check_paths:
+            _check_local_inputs(inputs, f"{where}.inputs.{profile}", path.parent)
+        stages_raw = _need(spec, "stages", where, list)
+        stages = [_parse_stage(e, f"{where}.stages[{i}]") for i, e in enumerate(stages_raw)]
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            _fail(f"{where}.stages", f"stage {dup!r} listed twice")
+        for s in stages:
+            s.params = _deep_merge(s.params, overrides.get(s.name, {}))
+        sources[name] = SourceSpec(name, float(weight), float(epochs), inputs, stages, spec.get("disk"))
+        total += weight
+    if abs(total - 1.0) > 1e-6:
+        _fail("sources.*.weight", f"sampling proportions must sum to 1, they sum to {total:.6g}")
+
+    out_dir = Path(raw.get("out_dir", "out"))
+    if not out_dir.is_absolute():
+        out_dir = path.parent / out_dir
+    return Manifest(
+        path=path,
+        profile=profile,
+        out_dir=out_dir,
+        executor=executor,
+        resources=raw.get("resources") or {},
+        models=models,
+        sources=sources,
+        raw=raw,
+    )
+
+
+def load(path: str | Path | None = None, profile: str | None = None, check_paths: bool = True) -> Manifest:
+    path = Path(path) if path else DEFAULT_MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ManifestError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', e)})") from None
+    return parse(raw, profile=profile, path=path.resolve(), check_paths=check_paths)

@@ -1,0 +1,174 @@
+"""Run the manifest: each source's stages in order, model artefacts when first needed.
+
+Works like make: asking for a stage builds what it depends on (the previous stage of its source, and
+any model it requires, which in turn needs other sources' stages) and skips anything already complete
+(a ``_SUCCESS`` file written last, after the stage's accounting balanced). A stage killed half-way has
+no ``_SUCCESS``; rerunning it resumes its unfinished tasks only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from loguru import logger
+
+from pipeline import accounting
+from pipeline.manifest import Manifest
+from pipeline.registry import MODEL_STAGES, stage_class
+from pipeline.stages import ModelStage, Stage, StageIO, is_complete, mark_complete
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def stage_output_dir(out_root: Path, stage: str, source: str | None) -> Path:
+    cls = stage_class(stage)
+    base = out_root / (cls.output_subdir or stage)
+    if stage in MODEL_STAGES and cls.output_subdir is None:
+        base = out_root / "models" / stage
+    return base / source if source else base
+
+
+class Runner:
+    def __init__(
+        self,
+        manifest: Manifest,
+        executor: Callable[..., Any],
+        sources: Iterable[str] | None = None,
+        stages: Iterable[str] | None = None,
+    ):
+        self.manifest = manifest
+        self.executor = executor
+        self.sources = list(sources) if sources else list(manifest.sources)
+        self.stages = set(stages) if stages else None
+        for s in self.sources:
+            if s not in manifest.sources:
+                raise StageFailed(f"--sources: unknown source {s!r} (manifest has: {', '.join(manifest.sources)})")
+        self.out_root = manifest.out_root
+        self.stats_path = self.out_root / "report" / "stats.json"
+        self._busy: set[tuple[str, str]] = set()
+
+    # ---- public ---------------------------------------------------------------------------
+    def run(self) -> None:
+        start = time.monotonic()
+        for source in self.sources:
+            names = self.manifest.sources[source].stage_names()
+            targets = [n for n in names if self.stages is None or n in self.stages]
+            if self.stages is not None:
+                unknown = self.stages - set(names) - MODEL_STAGES
+                if unknown and source == self.sources[-1] and not any(
+                    set(self.manifest.sources[s].stage_names()) & unknown for s in self.sources
+                ):
+                    raise StageFailed(f"--stages: no selected source has stage(s) {', '.join(sorted(unknown))}")
+            for stage in targets:
+                self.ensure(source, stage)
+        if self.stages:
+            for model in sorted(self.stages & MODEL_STAGES):
+                self.ensure_model(model)
+        logger.info(f"done: {self.manifest.profile} profile in {time.monotonic() - start:.1f}s; stats in {self.stats_path}")
+
+    def output_dir(self, source: str, stage: str) -> Path:
+        return stage_output_dir(self.out_root, stage, source)
+
+    # ---- dependency resolution ------------------------------------------------------------
+    def ensure(self, source: str, stage: str) -> Path:
+        spec = self.manifest.sources[source]
+        out = self.output_dir(source, stage)
+        if is_complete(out):
+            self._remember_stats(stage, source, out)
+            return out
+        key = (source, stage)
+        if key in self._busy:
+            raise StageFailed(f"dependency cycle at {stage}/{source}")
+        self._busy.add(key)
+        try:
+            prev = spec.previous(stage)
+            input_dir = self.ensure(source, prev) if prev else None
+            cls = stage_class(stage)
+            for model in cls.requires_models:
+                self.ensure_model(model)
+            self._run_document_stage(cls, spec.stage(stage).params, source, input_dir, out)
+        finally:
+            self._busy.discard(key)
+        return out
+
+    def ensure_model(self, name: str) -> Path:
+        out = stage_output_dir(self.out_root, name, None)
+        if is_complete(out):
+            return out
+        key = ("*", name)
+        if key in self._busy:
+            raise StageFailed(f"dependency cycle at model {name}")
+        self._busy.add(key)
+        try:
+            cls = stage_class(name)
+            stage: ModelStage = cls(self.manifest.model_params(name))
+            inputs: dict[str, list[Path]] = {}
+            for source, after in stage.requires(self.manifest):
+                if source not in self.manifest.sources:
+                    continue
+                inputs.setdefault(source, []).append(self.ensure(source, after))
+            io = self._io(name, "*", stage.params, None, out)
+            start = time.monotonic()
+            logger.info(f"model {name}: building from {', '.join(f'{s}' for s in inputs) or 'nothing'}")
+            summary = stage.build(io, inputs) or {}
+            summary["seconds"] = round(time.monotonic() - start, 3)
+            stats = accounting.load_stats(self.stats_path)
+            stats.setdefault("models", {})[name] = summary
+            accounting.atomic_write_json(self.stats_path, stats)
+            mark_complete(out, summary)
+            logger.info(f"model {name}: done in {summary['seconds']:.1f}s")
+        finally:
+            self._busy.discard(key)
+        return out
+
+    # ---- running one stage ----------------------------------------------------------------
+    def _io(self, stage: str, source: str, params: dict, input_dir: Path | None, out: Path) -> StageIO:
+        return StageIO(
+            stage=stage,
+            source=source,
+            params=params,
+            input_dir=input_dir,
+            output_dir=out,
+            work_dir=self.out_root / ".work" / stage / source,
+            out_root=self.out_root,
+            executor=self.executor,
+            manifest=self.manifest,
+        )
+
+    def _run_document_stage(self, cls: type[Stage], params: dict, source: str, input_dir: Path | None, out: Path) -> None:
+        stage: Stage = cls(params)
+        io = self._io(stage.name or cls.__name__, source, params, input_dir, out)
+        record = run_stage(stage, io)
+        accounting.merge_into_stats(self.stats_path, io.stage, source, record)
+
+    def _remember_stats(self, stage: str, source: str, out: Path) -> None:
+        """Keep report/stats.json complete even if it was deleted after the stage finished."""
+        stats = accounting.load_stats(self.stats_path)
+        if source not in stats.get("stages", {}).get(stage, {}):
+            record = accounting.json.loads((out / "_SUCCESS").read_text())
+            accounting.merge_into_stats(self.stats_path, stage, source, record)
+
+
+def run_stage(stage: Stage, io: StageIO) -> dict[str, Any]:
+    """Run a document stage to completion, balance its accounting, mark it complete."""
+    label = f"{io.stage}/{io.source}"
+    start = time.monotonic()
+    io.output_dir.mkdir(parents=True, exist_ok=True)
+    logger.info(f"{label}: running ({stage.tasks(io)} tasks)")
+    stage.run(io)
+    seconds = time.monotonic() - start
+    record = accounting.summarise(io.account_dir, stage.tasks(io))
+    record.update({"seconds": round(seconds, 3), "tasks": stage.tasks(io), "params": io.params})
+    record["docs_per_s"] = round(record["docs_in"] / seconds, 1) if seconds > 0 else None
+    excluded = ", ".join(f"{k}={v}" for k, v in sorted(record["excluded"].items(), key=lambda kv: -kv[1])[:6])
+    logger.info(
+        f"{label}: {record['docs_in']} in -> {record['docs_out']} kept, {record['docs_excluded']} excluded"
+        f"{' (' + excluded + ')' if excluded else ''} in {seconds:.1f}s ({record['docs_per_s']} docs/s)"
+    )
+    accounting.atomic_write_json(io.output_dir / "stats.json", record)
+    mark_complete(io.output_dir, record)
+    return record

@@ -1,0 +1,147 @@
+"""What a stage is, and the handle (StageIO) through which it reads, writes and runs passes.
+
+A document stage turns one folder of Parquet shards into another. Most stages are one datatrove
+pipeline ``reader -> steps -> writer`` (``DocumentStage``); global ones such as deduplication run several
+passes (``io.run_pass``), and only the last pass writes documents. Model stages (KenLM, the
+Wikipedia-reference classifier, the tokenizer) build an artefact from other stages' outputs.
+
+Every pass goes through the configured datatrove executor, so the same stage runs on the local machine,
+on Ray or as Slurm arrays, and datatrove's per-task completion markers make a killed pass resume with
+only its unfinished tasks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+from datatrove.data import Document
+from datatrove.pipeline.base import PipelineStep
+from loguru import logger
+
+from pipeline import accounting
+from pipeline.documents import ParquetShardReader, ParquetShardWriter, list_shards, read_documents
+
+SUCCESS = "_SUCCESS"
+
+
+@dataclass
+class StageIO:
+    """Everything a stage needs to know about where it runs."""
+
+    stage: str
+    source: str
+    params: dict[str, Any]
+    input_dir: Path | None
+    output_dir: Path
+    work_dir: Path
+    out_root: Path  # out/<profile>: models/, tokenizer/ live here
+    executor: Callable[..., Any]  # run_pipeline(pipeline, tasks, logging_dir, stage) from pipeline.executors
+    manifest: Any = None  # pipeline.manifest.Manifest when run from the manifest
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ---- inputs -------------------------------------------------------------------------
+    @property
+    def input_files(self) -> list[Path]:
+        return list_shards(self.input_dir) if self.input_dir else []
+
+    @property
+    def tasks(self) -> int:
+        return max(1, len(self.input_files))
+
+    @property
+    def models_dir(self) -> Path:
+        return self.out_root / "models"
+
+    @property
+    def account_dir(self) -> Path:
+        return self.work_dir / "accounting"
+
+    def read_input(self) -> Iterator[Document]:
+        """All kept input documents in shard order (for small single-process passes)."""
+        return read_documents(self.input_dir)
+
+    # ---- building blocks for passes -------------------------------------------------------
+    def reader(self, account: bool = False) -> ParquetShardReader:
+        """A reader over the input shards; ``account=True`` in the pass that writes the output."""
+        return ParquetShardReader(self.input_files, account_dir=self.account_dir if account else None)
+
+    def writer(self, output_dir: Path | None = None) -> ParquetShardWriter:
+        return ParquetShardWriter(output_dir or self.output_dir, account_dir=self.account_dir, stage=self.stage)
+
+    def run_pass(self, name: str, pipeline: list[PipelineStep | Callable], tasks: int | None = None) -> None:
+        """Run one datatrove pipeline over ``tasks`` tasks; completed tasks are skipped on rerun."""
+        tasks = tasks or self.tasks
+        start = time.monotonic()
+        self.executor(pipeline, tasks=tasks, logging_dir=self.work_dir / "passes" / name, name=f"{self.stage}/{self.source}/{name}")
+        logger.debug(f"{self.stage}/{self.source} pass {name}: {tasks} tasks in {time.monotonic() - start:.1f}s")
+
+    def model_path(self, *parts: str) -> Path:
+        return self.models_dir.joinpath(*parts)
+
+
+class Stage:
+    """Base of every stage. Subclasses set ``name`` and implement ``run(io)``.
+
+    ``requires_models`` names model stages whose artefacts must exist before this stage runs.
+    ``output_subdir`` overrides the output folder name (``tokens`` for tokenize).
+    """
+
+    name: ClassVar[str] = ""
+    requires_models: ClassVar[tuple[str, ...]] = ()
+    output_subdir: ClassVar[str | None] = None
+    produces_documents: ClassVar[bool] = True
+
+    def __init__(self, params: dict[str, Any] | None = None):
+        self.params = dict(params or {})
+
+    def run(self, io: StageIO) -> None:
+        raise NotImplementedError
+
+    def tasks(self, io: StageIO) -> int:
+        """Tasks of the pass that writes the output (one per input shard by default)."""
+        return io.tasks
+
+
+class DocumentStage(Stage):
+    """One pass: read shards, apply ``steps(io)``, write kept and excluded documents."""
+
+    def steps(self, io: StageIO) -> list[PipelineStep | Callable]:
+        raise NotImplementedError
+
+    def run(self, io: StageIO) -> None:
+        io.run_pass("main", [io.reader(account=True), *self.steps(io), io.writer()], tasks=self.tasks(io))
+
+
+class ModelStage(Stage):
+    """Builds an artefact under ``out/<profile>/models/<name>/`` (or ``output_subdir``).
+
+    ``requires(manifest)`` lists the (source, stage) outputs it reads; the runner builds them first.
+    """
+
+    produces_documents = False
+
+    def requires(self, manifest) -> list[tuple[str, str]]:
+        return []
+
+    def build(self, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
+        """Build the artefact into io.output_dir; ``inputs`` maps source -> its input stage folder(s).
+        Return a small JSON-able summary (sizes, accuracy, ...) recorded in stats.json."""
+        raise NotImplementedError
+
+
+def is_complete(output_dir: Path) -> bool:
+    return (Path(output_dir) / SUCCESS).exists()
+
+
+def mark_complete(output_dir: Path, record: dict[str, Any]) -> None:
+    accounting.atomic_write_json(Path(output_dir) / SUCCESS, record)
+
+
+def reset_output(output_dir: Path) -> None:
+    """Remove a stage's previous *complete* output before a forced rerun."""
+    if Path(output_dir).exists():
+        shutil.rmtree(output_dir)

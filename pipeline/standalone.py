@@ -1,0 +1,77 @@
+"""Run one stage on any folder of Parquet documents (``python -m pipeline stage``).
+
+This is how users try a filter on their own data, and how tests drive a stage without a manifest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.executors import make_executor
+from pipeline.registry import MODEL_STAGES, stage_class
+from pipeline.runner import run_stage
+from pipeline.stages import StageIO, is_complete
+
+
+def parse_value(text: str) -> Any:
+    """``--set key=value`` values: YAML scalars/lists (``0.5``, ``true``, ``[en, de]``)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def run_standalone(
+    stage: str,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    params: dict[str, Any] | None = None,
+    source: str = "custom",
+    models_root: str | Path | None = None,
+    workers: Any = "auto",
+    executor=None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Run ``stage`` from ``input_dir`` into ``output_dir``; returns its stats record.
+
+    ``models_root`` is the ``out/<profile>`` folder whose ``models/`` and ``tokenizer/`` a stage such as
+    perplexity or tokenize reads (defaults to the output folder's parent).
+    """
+    if stage in MODEL_STAGES:
+        raise ValueError(f"{stage} builds a model, not documents: run it with `python -m pipeline run --stages {stage}`")
+    cls = stage_class(stage)
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"--input {input_dir}: no such folder")
+    if is_complete(output_dir) and not force:
+        import json
+
+        return json.loads((output_dir / "stats.json").read_text())
+    io = StageIO(
+        stage=stage,
+        source=source,
+        params=dict(params or {}),
+        input_dir=input_dir,
+        output_dir=output_dir,
+        work_dir=output_dir / ".work",
+        out_root=Path(models_root) if models_root else output_dir.parent,
+        executor=executor or make_executor("local", workers),
+    )
+    return run_stage(cls(io.params), io)
