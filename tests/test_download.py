@@ -1,0 +1,321 @@
+"""pipeline.download against a real HTTP server on 127.0.0.1 (http.server in a thread, real bytes).
+
+The server misbehaves on request: drops the connection half-way, ignores Range, answers 404/503,
+serves bytes that do not match the manifest's sha256, holds requests to measure concurrency.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pipeline.download import DownloadItem, download_all, expand_items, summarize
+
+BODY = os.urandom(300_000)
+SHA = hashlib.sha256(BODY).hexdigest()
+FAST = dict(backoff=0.0, timeout=10, progress=False)
+
+
+class Site:
+    """What the server serves (path -> bytes), how it misbehaves (path -> rule), what it saw."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.rules: dict[str, str] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.lock = threading.Condition()
+        self.inflight = 0
+        self.peak = 0
+        self.hold_until_peak = 0
+
+    def count(self, path: str) -> int:
+        return sum(1 for p, _ in self.requests if p == path)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        site: Site = self.server.site
+        path, rng = self.path, self.headers.get("Range")
+        with site.lock:
+            site.requests.append((path, rng))
+            n = site.count(path)
+        rule = site.rules.get(path, "normal")
+        body = site.files.get(path)
+        if rule.startswith("status:"):
+            return self.send_error(int(rule.split(":")[1]))
+        if rule == "flaky" and n <= 2:
+            return self.send_error(503)
+        if body is None:
+            return self.send_error(404)
+        start = 0
+        if rng and rule != "ignore_range":
+            start = int(re.match(r"bytes=(\d+)-$", rng).group(1))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("ETag", '"v1"')
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.end_headers()
+        payload = body[start:]
+        if rule in ("drop_first", "ignore_range") and n == 1:
+            self.wfile.write(payload[: len(payload) // 2])  # then hang up mid-body
+            self.close_connection = True
+            return
+        if rule == "hold":
+            with site.lock:
+                site.inflight += 1
+                site.peak = max(site.peak, site.inflight)
+                site.lock.notify_all()
+                site.lock.wait_for(lambda: site.peak >= site.hold_until_peak, timeout=2)
+            try:
+                self.wfile.write(payload)
+            finally:
+                with site.lock:
+                    site.inflight -= 1
+            return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    site = Site()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.site = site
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    site.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield site
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _leftovers(dest: Path) -> list[str]:
+    return sorted(p.name for p in dest.rglob("*") if p.name.endswith((".part", ".tmp")))
+
+
+def test_plain_download_writes_file_and_sidecar(server, tmp_path):
+    server.files["/data/a.bin"] = BODY
+    [r] = download_all([DownloadItem(f"{server.url}/data/a.bin", SHA)], tmp_path / "dl", **FAST)
+    assert r.ok and r.reason is None and r.attempts == 1 and not r.resumed
+    assert r.path == tmp_path / "dl" / "a.bin" and r.path.read_bytes() == BODY and r.bytes == len(BODY)
+    done = json.loads((tmp_path / "dl" / "a.bin.done.json").read_text())
+    assert done == {"url": f"{server.url}/data/a.bin", "size": len(BODY), "sha256": SHA}
+    assert _leftovers(tmp_path) == []
+
+
+def test_dropped_connection_is_resumed_with_range(server, tmp_path):
+    server.files["/big.bin"] = BODY
+    server.rules["/big.bin"] = "drop_first"
+    [r] = download_all([DownloadItem(f"{server.url}/big.bin", SHA)], tmp_path, **FAST)
+    assert r.ok and r.resumed and r.attempts == 2
+    assert r.path.read_bytes() == BODY
+    assert server.requests == [("/big.bin", None), ("/big.bin", f"bytes={len(BODY) // 2}-")]
+    assert r.bytes == len(BODY)  # half, then the other half: nothing fetched twice
+
+
+def test_part_left_by_an_interrupted_run_is_resumed(server, tmp_path):
+    server.files["/big.bin"] = BODY
+    (tmp_path / "big.bin.part").write_bytes(BODY[:100_000])
+    [r] = download_all([DownloadItem(f"{server.url}/big.bin", SHA)], tmp_path, **FAST)
+    assert r.ok and r.resumed and r.bytes == len(BODY) - 100_000
+    assert server.requests == [("/big.bin", "bytes=100000-")]
+    assert (tmp_path / "big.bin").read_bytes() == BODY and _leftovers(tmp_path) == []
+
+
+def test_complete_part_answered_416_is_verified_not_refetched(server, tmp_path):
+    server.files["/big.bin"] = BODY
+    (tmp_path / "big.bin.part").write_bytes(BODY)  # killed after the last byte, before the rename
+    [r] = download_all([DownloadItem(f"{server.url}/big.bin", SHA)], tmp_path, **FAST)
+    assert r.ok and r.bytes == 0 and (tmp_path / "big.bin").read_bytes() == BODY
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    server.files["/big.bin"] = BODY
+    server.rules["/big.bin"] = "ignore_range"
+    [r] = download_all([DownloadItem(f"{server.url}/big.bin", SHA)], tmp_path, **FAST)
+    assert r.ok and not r.resumed and r.attempts == 2
+    assert server.requests[1] == ("/big.bin", f"bytes={len(BODY) // 2}-")  # asked, got 200 instead
+    assert (tmp_path / "big.bin").read_bytes() == BODY  # not half + whole
+
+
+def test_wrong_bytes_fail_the_checksum_and_leave_nothing(server, tmp_path):
+    server.files["/evil.bin"] = BODY[:-1] + b"X"
+    [r] = download_all([DownloadItem(f"{server.url}/evil.bin", SHA)], tmp_path, **FAST)
+    assert not r.ok and r.path is None and r.attempts == 1
+    assert r.reason.startswith("checksum: sha256 mismatch") and SHA in r.reason and "\n" not in r.reason
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resumed_part_with_stale_head_is_redownloaded_from_scratch(server, tmp_path):
+    server.files["/big.bin"] = BODY
+    (tmp_path / "big.bin.part").write_bytes(b"\0" * 1000)  # an older version of the file
+    [r] = download_all([DownloadItem(f"{server.url}/big.bin", SHA)], tmp_path, **FAST)
+    assert r.ok and not r.resumed and r.attempts == 2
+    assert [rng for _, rng in server.requests] == ["bytes=1000-", None]
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+
+
+@pytest.mark.parametrize("code,kind", [(404, "not_found"), (410, "gone"), (403, "permission_denied")])
+def test_client_errors_fail_fast_with_one_line(server, tmp_path, code, kind):
+    server.rules["/x.gz"] = f"status:{code}"
+    [r] = download_all([DownloadItem(f"{server.url}/x.gz")], tmp_path, retries=5, **FAST)
+    assert not r.ok and r.attempts == 1 and server.count("/x.gz") == 1
+    assert r.reason.startswith(f"{kind}: HTTP {code} ") and r.reason.endswith(f" for {server.url}/x.gz")
+    assert "\n" not in r.reason and list(tmp_path.iterdir()) == []
+
+
+def test_transient_errors_are_retried_then_bounded(server, tmp_path):
+    server.files["/flaky.bin"] = BODY
+    server.rules["/flaky.bin"] = "flaky"  # 503, 503, then 200
+    [ok] = download_all([DownloadItem(f"{server.url}/flaky.bin")], tmp_path / "a", retries=2, **FAST)
+    assert ok.ok and ok.attempts == 3 and ok.path.read_bytes() == BODY
+
+    server.rules["/down.bin"] = "status:503"
+    [bad] = download_all([DownloadItem(f"{server.url}/down.bin")], tmp_path / "b", retries=2, **FAST)
+    assert not bad.ok and bad.attempts == 3 and server.count("/down.bin") == 3
+    assert bad.reason.startswith("network: HTTP 503") and "gave up after 3 attempts" in bad.reason
+
+    [refused] = download_all([DownloadItem("http://127.0.0.1:9/nothing")], tmp_path / "c", retries=1, **FAST)
+    assert not refused.ok and refused.attempts == 2 and refused.reason.startswith("network: ")
+
+
+def test_concurrency_is_bounded(server, tmp_path):
+    server.hold_until_peak = 2  # each request waits until two are in flight at once
+    items = []
+    for i in range(6):
+        server.files[f"/c{i}"] = BODY[: 10_000 + i]
+        server.rules[f"/c{i}"] = "hold"
+        items.append(DownloadItem(f"{server.url}/c{i}"))
+    results = download_all(items, tmp_path, max_concurrency=2, **FAST)
+    assert all(r.ok for r in results) and [r.bytes for r in results] == [10_000 + i for i in range(6)]
+    assert server.peak == 2  # never more than the bound, and the bound was actually used
+
+
+def test_rerun_downloads_nothing_but_refetches_changed_files(server, tmp_path):
+    (tmp_path / "local.txt").write_text("local bytes\n")
+    server.files["/a.bin"] = BODY
+    server.files["/b.bin"] = BODY[:1000]
+    items = [DownloadItem(f"{server.url}/a.bin", SHA), DownloadItem(f"{server.url}/b.bin"),
+             DownloadItem((tmp_path / "local.txt").as_uri())]
+    dest = tmp_path / "dl"
+    first = download_all(items, dest, **FAST)
+    assert all(r.ok and r.attempts == 1 for r in first)
+    seen = len(server.requests)
+    again = download_all(items, dest, **FAST)
+    assert len(server.requests) == seen
+    assert [(r.ok, r.attempts, r.bytes) for r in again] == [(True, 0, 0)] * 3
+    assert summarize(again)["skipped_complete"] == 3
+
+    (dest / "b.bin").write_bytes(b"truncated")  # size no longer matches the sidecar
+    third = download_all(items, dest, **FAST)
+    assert [r.attempts for r in third] == [0, 1, 0] and (dest / "b.bin").read_bytes() == BODY[:1000]
+
+
+def test_local_glob_directory_and_file_url_are_copied(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "data/sample/c4").mkdir(parents=True)
+    for n in ("a", "b"):
+        (repo / f"data/sample/c4/{n}.json.gz").write_bytes(gzip.compress(n.encode() * 100))
+    (repo / "data/sample/c4/skip.txt").write_text("not matched")
+    proj = repo / "data/sample/github/proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "README.md").write_text("# proj\n")
+    (proj / "src/main.py").write_text("print('hi')\n")
+    (proj / "link.py").symlink_to("/etc/hostname")  # never followed out of the tree
+    single = tmp_path / "elsewhere" / "single file.txt"
+    single.parent.mkdir()
+    single.write_bytes(BODY)
+
+    items = expand_items(["data/sample/c4/*.json.gz", "data/sample/github/proj",
+                          {"url": single.as_uri(), "sha256": SHA, "name": "books/single.txt"},
+                          "data/sample/missing.txt", "data/sample/none/*.gz"], repo)
+    names = [i.name for i in items]
+    assert names == ["a.json.gz", "b.json.gz", "proj/README.md", "proj/src/main.py", "books/single.txt", None, None]
+
+    dest = tmp_path / "out/sample/download/mixed"
+    results = download_all(items, dest, **FAST)
+    assert [r.ok for r in results] == [True] * 5 + [False] * 2
+    assert (dest / "proj/src/main.py").read_text() == "print('hi')\n"
+    assert (dest / "books/single.txt").read_bytes() == BODY
+    assert gzip.decompress((dest / "b.json.gz").read_bytes()) == b"b" * 100
+    assert not (dest / "proj/link.py").exists()
+    assert results[5].reason.startswith("not_found: no such file") and "missing.txt" in results[5].reason
+    assert results[6].reason.startswith("not_found: ")
+    stats = summarize(results)
+    assert stats["in"] == stats["ok"] + sum(stats["excluded"].values()) and stats["excluded"] == {"not_found": 2}
+
+
+def test_hostile_names_cannot_escape(server, tmp_path):
+    server.files["/..%2F..%2Fescape.txt"] = b"payload"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(outside)
+    bad_names = ["../x", "/abs/x", "a/../../x", "link/x", "..\\x", "x.part"]
+    items = [DownloadItem(f"{server.url}/..%2F..%2Fescape.txt")]
+    items += [DownloadItem(f"{server.url}/..%2F..%2Fescape.txt", name=n) for n in bad_names]
+    results = download_all(items, dest, **FAST)
+    assert results[0].ok and results[0].path.parent == dest and results[0].path.read_bytes() == b"payload"
+    assert all(not r.ok and r.reason.startswith("unsafe_name: ") and r.attempts == 0 for r in results[1:])
+    assert list(outside.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["dest", "outside"]
+    assert server.count("/..%2F..%2Fescape.txt") == 1
+
+
+def test_duplicate_destinations_are_counted_not_overwritten(server, tmp_path):
+    server.files["/one/f.bin"] = b"one"
+    server.files["/two/f.bin"] = b"two"
+    results = download_all([DownloadItem(f"{server.url}/one/f.bin"), DownloadItem(f"{server.url}/two/f.bin")],
+                           tmp_path, **FAST)
+    assert results[0].ok and (tmp_path / "f.bin").read_bytes() == b"one"
+    assert not results[1].ok and results[1].reason.startswith("duplicate_name: f.bin")
+
+
+def test_path_list_expands_to_file_urls(server, tmp_path):
+    lines = ["crawl-data/CC-X/segments/1/wet/CC-X-00000.warc.wet.gz",
+             "crawl-data/CC-X/segments/1/wet/CC-X-00001.warc.wet.gz",
+             "crawl-data/CC-X/segments/2/wet/CC-X-00002.warc.wet.gz"]
+    server.files["/crawl-data/CC-X/wet.paths.gz"] = gzip.compress(("\n".join(lines) + "\n").encode())
+    for i, line in enumerate(lines):
+        server.files["/mirror/" + line] = b"WARC %d" % i
+    entry = {"url": f"{server.url}/crawl-data/CC-X/wet.paths.gz", "base_url": f"{server.url}/mirror", "max_files": 2}
+    items = expand_items([entry], tmp_path)
+    assert [i.url for i in items] == [f"{server.url}/mirror/{line}" for line in lines[:2]]
+    results = download_all(items, tmp_path / "cc", **FAST)
+    assert [r.path.name for r in results] == ["CC-X-00000.warc.wet.gz", "CC-X-00001.warc.wet.gz"]
+    assert (tmp_path / "cc/CC-X-00001.warc.wet.gz").read_bytes() == b"WARC 1"
+
+    (tmp_path / "local.paths").write_text("\n".join(lines) + "\n")  # plain local list, default base = none
+    with pytest.raises(ValueError, match="give it a base_url"):
+        expand_items(["local.paths"], tmp_path)
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"url": "http://h/x", "sha265": "00"}, "unknown key"),
+    ({"url": "http://h/x", "sha256": "abc"}, "invalid sha256"),
+    ({"name": "x"}, "has no 'url'"),
+    ({"url": "ftp://h/x"}, "unsupported URL scheme"),
+    ({"url": "http://h/x", "max_files": 3}, "only apply to"),
+])
+def test_bad_entries_raise_one_line(entry, message, tmp_path):
+    with pytest.raises(ValueError, match=message) as info:
+        expand_items([entry], tmp_path)
+    assert "\n" not in str(info.value)
