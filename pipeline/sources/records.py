@@ -31,5 +31,18 @@ def unreadable(path: pathlib.Path, exc: BaseException, source: str, **metadata) 
     """The whole of `path` (or its unread remainder) could not be read: one excluded record
     with id = the file name, and one warning line (no traceback)."""
     reason = reason_for(exc)
-    logger.warning(f"{source}: {path.name}: excluded ({reason}): {exc}")
+    detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+    logger.warning(f"{source}: {path.name}: excluded ({reason}): {detail}")
     return excluded(path.name, reason, error=str(exc)[:500], **metadata)
+
+
+def construct(cls, params: dict | None, source: str):
+    """Instantiate an extractor from manifest params, with a one-line error for unknown keys."""
+    import inspect
+
+    params = dict(params or {})
+    known = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"{source}: unknown extract param(s) {unknown}; known: {known}")
+    return cls(**params)

@@ -14,6 +14,7 @@ API (stable; other extractors import it):
     read_capped(stream, cap) -> bytes                                    # whole record, or TooLarge
     decode_utf8(data) -> (text, n_errors)                                # replacement + error count
     reason_for(exc) -> str                                               # exception -> exclusion reason
+    IncrementalReader(stream)                 # forward-only, one chunk per read (for native parsers)
 Exceptions: SafeIOError(reason) with subclasses CorruptInput(fmt), TruncatedInput(fmt),
 TooLarge(what), Unreadable(detail).
 """
@@ -290,3 +291,41 @@ def decode_utf8(data: bytes | memoryview) -> tuple[str, int]:
             parts.append("\ufffd")
             errors += 1
             pos += exc.end
+
+
+class IncrementalReader(io.RawIOBase):
+    """Forward-only view of a stream from `open_stream` for native parsers (e.g. FastWARC).
+
+    Why: such parsers ask for big reads and want `tell()`. A buffered `read(n)` that hits a
+    truncation discards everything it had gathered in that call, losing the intact records just
+    before the damage. Serving at most one underlying chunk per call makes the error surface
+    only after every good byte has been handed over."""
+
+    def __init__(self, stream: io.BufferedReader):
+        super().__init__()
+        self._stream = stream
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True  # only the no-op seeks below; some native readers probe for tell()
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if (whence == io.SEEK_CUR and offset == 0) or (whence == io.SEEK_SET and offset == self._pos):
+            return self._pos
+        raise io.UnsupportedOperation("forward-only stream")
+
+    def readinto(self, buf) -> int:
+        n = self._stream.readinto1(buf)
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read1(size if size and size > 0 else _CHUNK)
+        self._pos += len(data)
+        return data
