@@ -13,6 +13,7 @@ API (stable; other extractors import it):
     iter_lines(stream, max_line=...)             -> Iterator[Line]       # bounded line reading
     read_capped(stream, cap) -> bytes                                    # whole record, or TooLarge
     decode_utf8(data) -> (text, n_errors)                                # replacement + error count
+    replace_surrogates(text) -> (text, n)                                # lone surrogates -> U+FFFD
     reason_for(exc) -> str                                               # exception -> exclusion reason
     IncrementalReader(stream)                 # forward-only, one chunk per read (for native parsers)
 Exceptions: SafeIOError(reason) with subclasses CorruptInput(fmt), TruncatedInput(fmt),
@@ -28,6 +29,7 @@ import gzip
 import io
 import lzma
 import pathlib
+import re
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -329,3 +331,14 @@ class IncrementalReader(io.RawIOBase):
         data = self._stream.read1(size if size and size > 0 else _CHUNK)
         self._pos += len(data)
         return data
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> tuple[str, int]:
+    """Replace lone UTF-16 surrogates (e.g. from JSON `\\ud800` escapes), which cannot be
+    written as UTF-8, with U+FFFD; return the text and how many were replaced."""
+    if not _SURROGATES.search(text):
+        return text, 0
+    return _SURROGATES.subn("\ufffd", text)
