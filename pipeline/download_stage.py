@@ -81,19 +81,24 @@ class DownloadStage(Stage):
     def tasks(self, io: StageIO) -> int:
         return 1
 
+    @staticmethod
+    def _root(io: StageIO) -> Path:
+        """Relative input paths are relative to the manifest's folder (the repo for the default one)."""
+        return io.manifest.path.parent if io.manifest else REPO_ROOT
+
     def _items(self, io: StageIO, entries: list[Any]) -> list[DownloadItem]:
         items: list[DownloadItem] = []
         plain = []
         for entry in entries:
             if isinstance(entry, dict) and "url_list" in entry:
-                lst = download_all(expand_items([entry["url_list"]], REPO_ROOT), io.work_dir / "lists", progress=False)[0]
+                lst = download_all(expand_items([entry["url_list"]], self._root(io)), io.work_dir / "lists", progress=False)[0]
                 if not lst.ok:
                     raise RuntimeError(f"download: URL list {entry['url_list']}: {lst.reason}")
                 urls = [u.strip() for u in lst.path.read_text().splitlines() if u.strip() and not u.startswith("#")]
                 plain.extend(urls[: self.params["max_files"]] if self.params.get("max_files") else urls)
             else:
                 plain.append(entry)
-        items.extend(expand_items(plain, REPO_ROOT, retries=int(self.params.get("retries", 5))))
+        items.extend(expand_items(plain, self._root(io), retries=int(self.params.get("retries", 5))))
         return items
 
     def run(self, io: StageIO) -> None:

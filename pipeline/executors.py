@@ -21,7 +21,11 @@ from loguru import logger
 
 CONSOLE_LEVEL = os.environ.get("LLAMIX_LOG_LEVEL", "INFO")
 TASK_CONSOLE_LEVEL = os.environ.get("LLAMIX_TASK_LOG_LEVEL", "WARNING")
-_FORMAT = "{time:HH:mm:ss} | {level: <7} | {message}"
+
+
+def _FORMAT(record) -> str:
+    """One line per record on the console; tracebacks go to the task log files only."""
+    return "{time:HH:mm:ss} | {level: <7} | {message}\n"
 
 
 def _console_filter(record) -> bool:
