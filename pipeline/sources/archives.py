@@ -163,16 +163,31 @@ def safe_member_name(name: str) -> str | None:
     return "/".join(parts)
 
 
-def iter_archive(path: pathlib.Path, limits: ArchiveLimits | None = None) -> Iterator[Member]:
-    """Every member of the archive at ``path``, in archive order; see the module docstring."""
+Select = Callable[[str], bool]
+
+
+def _all(_name: str) -> bool:
+    return True
+
+
+def iter_archive(
+    path: pathlib.Path, limits: ArchiveLimits | None = None, select: Select | None = None
+) -> Iterator[Member]:
+    """Every member of the archive at ``path``, in archive order; see the module docstring.
+
+    ``select(name)`` (default: all) picks the safely named plain files the caller wants; the others
+    are skipped without being decompressed where the format allows (zip, 7z) and are not yielded.
+    Unsafe members and archive-level problems are always yielded.
+    """
     limits = limits or ArchiveLimits()
+    select = select or _all
     fmt = archive_format(path)
     if fmt == "tar":
-        yield from _iter_tar(path, limits)
+        yield from _iter_tar(path, limits, select)
     elif fmt == "zip":
-        yield from _iter_zip(path, limits)
+        yield from _iter_zip(path, limits, select)
     elif fmt == "7z":
-        yield from _iter_7z(path, limits)
+        yield from _iter_7z(path, limits, select)
     else:
         yield Member("", reason="not_archive", detail=path.name)
 
@@ -198,7 +213,7 @@ def _bomb(limits: ArchiveLimits) -> Member:
 
 
 # --------------------------------------------------------------------------------------------- tar
-def _iter_tar(path: pathlib.Path, limits: ArchiveLimits) -> Iterator[Member]:
+def _iter_tar(path: pathlib.Path, limits: ArchiveLimits, select: Select) -> Iterator[Member]:
     budget = _Budget(limits)
     try:
         # "r|*": one forward stream, transparent gz/bz2/xz; members are never written anywhere.
@@ -223,6 +238,12 @@ def _iter_tar(path: pathlib.Path, limits: ArchiveLimits) -> Iterator[Member]:
                 kind = "link" if (info.issym() or info.islnk()) else "special" if not info.isreg() else "name"
                 yield Member(info.name, reason="unsafe_path", detail=kind)
                 continue
+            if not select(name):
+                budget.admit(info.size)  # a forward stream still decompresses what it skips
+                if budget.used > limits.max_total_bytes:
+                    yield _bomb(limits)
+                    return
+                continue
             over = budget.admit(info.size)
             if over == "bomb":
                 yield _bomb(limits)
@@ -241,7 +262,7 @@ def _zip_is_link_or_special(info: zipfile.ZipInfo) -> bool:
     return kind not in (0, stat.S_IFREG, stat.S_IFDIR)
 
 
-def _iter_zip(path: pathlib.Path, limits: ArchiveLimits) -> Iterator[Member]:
+def _iter_zip(path: pathlib.Path, limits: ArchiveLimits, select: Select) -> Iterator[Member]:
     budget = _Budget(limits)
     try:
         archive = zipfile.ZipFile(path)
@@ -256,6 +277,8 @@ def _iter_zip(path: pathlib.Path, limits: ArchiveLimits) -> Iterator[Member]:
             name = safe_member_name(info.filename)
             if name is None or _zip_is_link_or_special(info):
                 yield Member(info.filename, reason="unsafe_path")
+                continue
+            if not select(name):
                 continue
             if info.flag_bits & 0x1:
                 yield Member(name, reason="encrypted")
@@ -400,7 +423,7 @@ class _PumpStream(io.RawIOBase):
             self.readinto(bytearray(1 << 16))
 
 
-def _iter_7z(path: pathlib.Path, limits: ArchiveLimits) -> Iterator[Member]:
+def _iter_7z(path: pathlib.Path, limits: ArchiveLimits, select: Select) -> Iterator[Member]:
     try:
         import py7zr
     except ImportError:  # pragma: no cover - py7zr is a declared dependency
@@ -426,6 +449,8 @@ def _iter_7z(path: pathlib.Path, limits: ArchiveLimits) -> Iterator[Member]:
             name = safe_member_name(f.filename)
             if name is None or f.is_symlink or f.is_junction or f.is_socket or not f.is_file:
                 plan.append(Member(f.filename, reason="unsafe_path"))
+                continue
+            if not select(name):
                 continue
             size = int(f.uncompressed or 0)
             over = budget.admit(size)
