@@ -34,7 +34,7 @@ class Site:
         self.lock = threading.Condition()
         self.inflight = 0
         self.peak = 0
-        self.hold_until_peak = 0
+        self.limit = 0
 
     def count(self, path: str) -> int:
         return sum(1 for p, _ in self.requests if p == path)
@@ -82,7 +82,8 @@ class Handler(BaseHTTPRequestHandler):
                 site.inflight += 1
                 site.peak = max(site.peak, site.inflight)
                 site.lock.notify_all()
-                site.lock.wait_for(lambda: site.peak >= site.hold_until_peak, timeout=2)
+                # stay in flight until more than `limit` requests are (a breach) or 0.3 s pass
+                site.lock.wait_for(lambda: site.inflight > site.limit, timeout=0.3)
             try:
                 self.wfile.write(payload)
             finally:
@@ -198,7 +199,7 @@ def test_transient_errors_are_retried_then_bounded(server, tmp_path):
 
 
 def test_concurrency_is_bounded(server, tmp_path):
-    server.hold_until_peak = 2  # each request waits until two are in flight at once
+    server.limit = 2  # each request stays in flight until a third joins it (or 0.3 s pass)
     items = []
     for i in range(6):
         server.files[f"/c{i}"] = BODY[: 10_000 + i]
