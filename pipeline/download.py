@@ -453,7 +453,7 @@ def _http_attempt(item: DownloadItem, part: Path, state: _Transfer, timeout: flo
         with open(part, "ab" if offset else "wb") as f:
             while True:
                 try:
-                    chunk = resp.read(CHUNK_BYTES)
+                    chunk = resp.read1(CHUNK_BYTES)  # returns what has arrived: a stall keeps it
                 except (OSError, http.client.HTTPException) as e:
                     bar.add_total(got - (expected or got))
                     raise _Transient(f"connection lost after byte {offset + got}: {_describe(e)}") from None

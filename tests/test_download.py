@@ -12,11 +12,13 @@ import json
 import os
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from pipeline import download
 from pipeline.download import DownloadItem, download_all, expand_items, summarize
 
 BODY = os.urandom(300_000)
@@ -56,6 +58,11 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_error(int(rule.split(":")[1]))
         if rule == "flaky" and n <= 2:
             return self.send_error(503)
+        if rule == "busy" and n == 1:
+            self.send_response(503)
+            self.send_header("Retry-After", "3")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
         if body is None:
             return self.send_error(404)
         start = 0
@@ -73,6 +80,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.end_headers()
         payload = body[start:]
+        if rule == "stall_first" and n == 1:
+            self.wfile.write(payload[:1000])
+            self.wfile.flush()
+            time.sleep(1.5)  # longer than the client's read timeout
+            self.close_connection = True
+            return
         if rule in ("drop_first", "ignore_range") and n == 1:
             self.wfile.write(payload[: len(payload) // 2])  # then hang up mid-body
             self.close_connection = True
@@ -320,3 +333,40 @@ def test_bad_entries_raise_one_line(entry, message, tmp_path):
     with pytest.raises(ValueError, match=message) as info:
         expand_items([entry], tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after(server, tmp_path, monkeypatch):
+    slept = []
+    monkeypatch.setattr(download.time, "sleep", slept.append)
+    server.rules["/down.bin"] = "status:500"
+    [r] = download_all([DownloadItem(f"{server.url}/down.bin")], tmp_path, retries=3, backoff=0.5,
+                       timeout=10, progress=False)
+    assert r.attempts == 4 and len(slept) == 3
+    for k, delay in enumerate(slept):  # backoff * 2**k, times a jitter in [0.5, 1]
+        assert 0.5 * 2**k * 0.5 <= delay <= 0.5 * 2**k
+
+    slept.clear()
+    server.files["/busy.bin"] = BODY
+    server.rules["/busy.bin"] = "busy"  # 503 + Retry-After: 3, then 200
+    [r] = download_all([DownloadItem(f"{server.url}/busy.bin")], tmp_path, retries=3, backoff=0.01,
+                       timeout=10, progress=False)
+    assert r.ok and r.attempts == 2 and slept == [3.0]
+
+
+def test_stalled_transfer_times_out_and_resumes(server, tmp_path):
+    server.files["/slow.bin"] = BODY
+    server.rules["/slow.bin"] = "stall_first"
+    [r] = download_all([DownloadItem(f"{server.url}/slow.bin", SHA)], tmp_path, backoff=0.0, timeout=0.3,
+                       progress=False)
+    assert r.ok and r.resumed and r.attempts == 2 and server.requests[1] == ("/slow.bin", "bytes=1000-")
+    assert (tmp_path / "slow.bin").read_bytes() == BODY
+
+
+def test_progress_bar_counts_total_bytes(server, tmp_path, capsys):
+    server.files["/a.bin"] = BODY
+    server.files["/b.bin"] = BODY[:5000]
+    items = [DownloadItem(f"{server.url}/a.bin"), DownloadItem(f"{server.url}/b.bin")]
+    results = download_all(items, tmp_path, backoff=0.0, progress=True)
+    assert all(r.ok for r in results)
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert final.startswith("download (2 files): 100%") and "298k/298k" in final
