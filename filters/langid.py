@@ -1,0 +1,123 @@
+"""The ``langid`` stage: fastText lid.176 language identification, CCNet style.
+
+Why: LLaMA keeps English CommonCrawl and C4 pages using CCNet's fastText linear classifier; CCNet keeps
+a page when its top language score is at least 0.5. Every document gets ``metadata.language`` and
+``metadata.language_score`` (kept or not), so a corpus can be re-thresholded without re-running.
+
+Predictions are batched (fastText ``predict`` on a list of texts), newlines replaced by spaces because
+fastText reads one example per line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import Document
+
+from filters.base import LlamixFilter
+from filters.lid_model import lid_model_path
+from pipeline.stages import DocumentStage, StageIO
+
+LABEL_PREFIX = "__label__"
+
+
+def load_fasttext(path: str | Path):
+    """Load a fastText model quietly (the library prints a deprecation warning on every load)."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *args, **kwargs: None
+    return fasttext.load_model(str(path))
+
+
+def one_line(text: str) -> str:
+    """fastText predicts one example per line: newlines become spaces."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def predict_languages(model, texts: list[str]) -> list[tuple[str | None, float]]:
+    """Top language and its score (clamped to 1: the quantised model can exceed it slightly)."""
+    labels, scores = model.predict([one_line(t) for t in texts], k=1)
+    out: list[tuple[str | None, float]] = []
+    for label, score in zip(labels, scores):
+        if len(label) == 0:
+            out.append((None, 0.0))
+        else:
+            out.append((label[0][len(LABEL_PREFIX):], min(float(score[0]), 1.0)))
+    return out
+
+
+class LangIdFilter(LlamixFilter):
+    """Keeps a document when its top language is one of ``languages`` with score >= ``threshold``.
+
+    Reasons: ``langid:low_score`` when the top score is below the threshold (the language itself is
+    then unreliable), else ``langid:<lang>`` for a confidently identified unwanted language.
+    """
+
+    name = "🌐 llamix langid"
+
+    def __init__(self, languages: list[str], threshold: float = 0.5, model_path: str | Path | None = None,
+                 stage: str = "langid", batch_size: int = 512):
+        super().__init__(stage=stage, batch_size=batch_size)
+        self.languages = frozenset(languages)
+        self.threshold = float(threshold)
+        self.model_path = str(model_path or lid_model_path())
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:  # loaded in the worker: fastText models do not pickle
+            self._model = load_fasttext(self.model_path)
+        return self._model
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_model"] = None
+        return state
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        results: list[bool | tuple[bool, str]] = []
+        for doc, (lang, score) in zip(batch, predict_languages(self.model, [d.text for d in batch])):
+            doc.metadata["language"] = lang
+            doc.metadata["language_score"] = round(score, 4)
+            if lang is None or score < self.threshold:
+                results.append((False, "langid:low_score"))
+            elif lang not in self.languages:
+                results.append((False, f"langid:{lang}"))
+            else:
+                results.append(True)
+        return results
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+
+def language_list(params: dict[str, Any], key: str = "languages", default: tuple[str, ...] = ("en",)) -> list[str]:
+    value = params.get(key, list(default))
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{key}: expected a non-empty list of language codes, got {value!r}")
+    return list(value)
+
+
+def fraction_param(params: dict[str, Any], key: str, default: float) -> float:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{key}: expected a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+class LangIdStage(DocumentStage):
+    name = "langid"
+
+    def steps(self, io: StageIO):
+        return [
+            LangIdFilter(
+                languages=language_list(io.params),
+                threshold=fraction_param(io.params, "threshold", 0.5),
+                model_path=lid_model_path(),  # resolved here so a missing model fails before any task starts
+                stage=io.stage,
+                batch_size=int(io.params.get("batch_size", 512)),
+            )
+        ]
