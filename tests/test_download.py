@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import download
-from pipeline.download import DownloadItem, download_all, expand_items, summarize
+from pipeline.download import DownloadError, DownloadItem, download_all, expand_items, summarize
 
 BODY = os.urandom(300_000)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -316,6 +316,10 @@ def test_path_list_expands_to_file_urls(server, tmp_path):
     results = download_all(items, tmp_path / "cc", **FAST)
     assert [r.path.name for r in results] == ["CC-X-00000.warc.wet.gz", "CC-X-00001.warc.wet.gz"]
     assert (tmp_path / "cc/CC-X-00001.warc.wet.gz").read_bytes() == b"WARC 1"
+
+    with pytest.raises(DownloadError, match=r"^cannot fetch path list .*: not_found: HTTP 404") as info:
+        expand_items([f"{server.url}/gone/wet.paths.gz"], tmp_path, retries=3, backoff=0.0)
+    assert "\n" not in str(info.value) and server.count("/gone/wet.paths.gz") == 1
 
     (tmp_path / "local.paths").write_text("\n".join(lines) + "\n")  # plain local list, default base = none
     with pytest.raises(ValueError, match="give it a base_url"):
