@@ -12,9 +12,10 @@ memory (``archives``), never extracted. Processing order for a paper:
 1. main file = a ``.tex`` with ``\\documentclass`` and ``\\begin{document}``; ties -> the largest
    (none -> ``no_main``);
 2. comments removed in every file (``%`` not escaped as ``\\%``; verbatim/lstlisting/minted
-   environments and ``\\verb`` keep theirs; ``\\begin{comment}`` blocks dropped);
+   environments, ``\\verb`` and ``\\MakeShortVerb`` spans keep theirs and are never expanded;
+   ``\\begin{comment}`` blocks dropped);
 3. ``\\input{}``/``\\include{}``/``\\input file`` inlined, relative to the paper root, with or without
-   ``.tex``; names leaving the paper are not inlined (logged); a cycle excludes the paper as
+   ``.tex``; names leaving the paper or missing are left as written; a cycle excludes the paper as
    ``include_loop``; more than ``max_include_depth`` levels as ``include_depth``;
 4. macro definitions collected from the whole text, then removed from it;
 5. text cut before the first ``\\part``/``\\chapter``/``\\section`` (none -> ``no_section``) and from
@@ -114,18 +115,35 @@ _COMMENT = re.compile(r"(?<!\\)((?:\\\\)*)%")
 _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
 
 
+_MAKE_SHORT_VERB = re.compile(r"\\MakeShortVerb\*?\s*\{?\s*\\(\S)")
+_SHORT_VERB_CLASSES = re.compile(r"\\documentclass\s*(?:\[[^\]]*\])?\s*\{(?:ltxguide|ltxdoc)\}")
+
+
+def short_verb_chars(files: dict[str, str]) -> str:
+    """Characters that delimit inline verbatim (``|\\def|``): declared by ``\\MakeShortVerb{\\|}``,
+    or ``|`` under the LaTeX team's guide classes, which declare it themselves."""
+    chars = {m.group(1) for text in files.values() for m in _MAKE_SHORT_VERB.finditer(text)}
+    if any(_SHORT_VERB_CLASSES.search(text) for text in files.values()):
+        chars.add("|")
+    return "".join(sorted(chars))
+
+
 @dataclass
 class Protected:
     """Verbatim spans swapped out for placeholders so no later step touches them."""
 
     spans: list[str] = field(default_factory=list)
 
-    def protect(self, text: str) -> str:
+    def protect(self, text: str, short_verbs: str = "") -> str:
         def keep(m: re.Match) -> str:
             self.spans.append(m.group(0))
             return f"\x00{len(self.spans) - 1}\x00"
 
-        return _VERB.sub(keep, _VERBATIM_ENV.sub(keep, text.replace("\x00", "")))
+        text = _VERB.sub(keep, _VERBATIM_ENV.sub(keep, text.replace("\x00", "")))
+        for c in short_verbs:
+            d = re.escape(c)
+            text = re.sub(rf"(?<!\\){d}[^\n{d}]*{d}", keep, text)
+        return text
 
     def restore(self, text: str) -> str:
         for _ in range(4):  # placeholders can only nest as deep as protect() ran
@@ -188,9 +206,9 @@ def inline_includes(files: dict[str, str], main: str, max_depth: int, max_bytes:
         def substitute(m: re.Match) -> str:
             nonlocal count
             target = resolve_include(m.group(1) if m.group(1) is not None else m.group(2), files, base)
-            if target is None:
-                logger.debug(f"arxiv: {name}: include {m.group(0)!r} not in the paper, left out")
-                return ""
+            if target is None:  # a package/style file, or a name leaving the paper: left as written
+                logger.debug(f"arxiv: {name}: include {m.group(0)!r} not in the paper, not inlined")
+                return m.group(0)
             count += 1
             return expand(target, stack + (name,))
 
@@ -349,8 +367,8 @@ def expand_macros(text: str, macros: dict[str, Macro], max_passes: int, max_char
 _SECTION = re.compile(r"\\(?:part|chapter|section)\s*\*?\s*[\[{]")
 _BIBLIOGRAPHY = re.compile(
     r"\\begin\{thebibliography\}|\\bibliographystyle\s*\{|\\bibliography\s*\{|\\printbibliography\b|\\end\{document\}")
-_DOCUMENTCLASS = re.compile(r"\\documentclass\b")
-_BEGIN_DOCUMENT = re.compile(r"\\begin\{document\}")
+_DOCUMENTCLASS = re.compile(r"^[ \t]*\\documentclass\b", re.MULTILINE)
+_BEGIN_DOCUMENT = re.compile(r"^[ \t]*\\begin\{document\}", re.MULTILINE)
 
 
 def select_body(text: str) -> str:
@@ -363,7 +381,14 @@ def select_body(text: str) -> str:
 
 
 def find_main(files: dict[str, str]) -> str:
-    candidates = [n for n, t in files.items() if _DOCUMENTCLASS.search(t) and _BEGIN_DOCUMENT.search(t)]
+    """The main file: ``\\documentclass`` then ``\\begin{document}``, each at the start of a line of
+    the comment-free, verbatim-free text (guides quote them in ``|...|`` and verbatim); ties ->
+    the largest file."""
+    candidates = []
+    for name, text in files.items():
+        cls = _DOCUMENTCLASS.search(text)
+        if cls and _BEGIN_DOCUMENT.search(text, cls.end()):
+            candidates.append(name)
     if not candidates:
         raise PaperExcluded("no_main", "no .tex file with \\documentclass and \\begin{document}")
     return max(candidates, key=lambda n: (len(files[n]), n))
@@ -438,10 +463,10 @@ class Extractor:
         """The paper's cleaned text, or an excluded record saying why there is none."""
         meta = {"paper_id": paper.paper_id, "files": len(paper.files), "utf8_errors": paper.utf8_errors}
         try:
-            main = find_main(paper.files)
+            protected, short_verbs = Protected(), short_verb_chars(paper.files)
+            files = {n: remove_comments(protected.protect(t, short_verbs)) for n, t in paper.files.items()}
+            main = find_main(files)
             meta["main_file"] = main
-            protected = Protected()
-            files = {n: remove_comments(protected.protect(t)) for n, t in paper.files.items()}
             text, meta["includes"] = inline_includes(files, main, self.max_include_depth, self.limits.max_member_bytes)
             macros, text = collect_macros(text)
             body = select_body(text)

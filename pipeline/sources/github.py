@@ -76,8 +76,31 @@ _LICENCE_RE = [(spdx, re.compile(rx)) for spdx, rx in _LICENCE_PHRASES]
 _BSD3_CLAUSE = re.compile(r"endorse or promote products|neither the name")
 
 
+_DEP5 = re.compile(r"^Format:\s*https?://www\.debian\.org/doc/packaging-manuals/copyright-format/")
+_DEP5_MAIN = re.compile(r"^Files:\s*\*\s*\n(?:[ \t].*\n|(?!License:)\S.*\n)*?License:\s*(\S+)", re.MULTILINE)
+_DEP5_NAMES = {"expat": "mit", "mit": "mit", "bsd-2-clause": "bsd-2-clause", "bsd-3-clause": "bsd-3-clause",
+               "apache-2.0": "apache-2.0", "gpl-2": "gpl-2.0", "gpl-3": "gpl-3.0", "lgpl-2": "lgpl-2.0",
+               "lgpl-2.1": "lgpl-2.1", "lgpl-3": "lgpl-3.0", "agpl-3": "agpl-3.0", "mpl-2.0": "mpl-2.0",
+               "psf-2": "psf-2.0", "isc": "isc"}
+
+
+def _dep5_licence(text: str) -> str | None:
+    """Debian machine-readable copyright files name the licence of ``Files: *`` explicitly (their
+    other stanzas cover packaging files, often under the GPL): use that name."""
+    if not _DEP5.match(text):
+        return None
+    m = _DEP5_MAIN.search(text)
+    if m is None:
+        return None
+    name = m.group(1).lower().rstrip("+").removesuffix("-or-later").removesuffix("-only").removesuffix(".0")
+    return _DEP5_NAMES.get(name, _DEP5_NAMES.get(name + ".0", "unknown"))
+
+
 def detect_licence(text: str) -> str:
     """SPDX id (lower-case) of the licence text that comes first in ``text``, or ``unknown``."""
+    dep5 = _dep5_licence(text)
+    if dep5:
+        return dep5
     flat = " ".join(text.lower().replace("\u201c", '"').replace("\u201d", '"').split())
     hits = [(m.start(), spdx) for spdx, rx in _LICENCE_RE if (m := rx.search(flat))]
     if not hits:
@@ -271,6 +294,8 @@ class Extractor:
             return excluded(doc_id, f.reason, **meta)
         if licence not in KEPT_LICENCES:
             return excluded(doc_id, f"licence:{licence}", **meta)
+        if "/" not in f.path and LICENCE_FILE.match(f.path):
+            return excluded(doc_id, "licence_file", **meta)  # the licence text itself is boilerplate
         language = language_of(f.path, self.extensions)
         if language is None:
             return excluded(doc_id, "extension", **meta)

@@ -39,6 +39,7 @@ from pipeline.sources.records import excluded, kept, unreadable
 from pipeline.sources.safeio import DEFAULT_MAX_RECORD, SafeIOError, decode_utf8, iter_lines, open_path
 
 SOURCE = "stackexchange"
+NEEDS_WORK_DIR = True  # the extract stage passes params["work_dir"] (a scratch folder in the output)
 POSTS_FILE = "Posts.xml"
 DEFAULT_MAX_POSTS_BYTES = 1 << 40  # one Posts.xml, expanded (stackoverflow.com's is ~100 GB)
 
@@ -281,6 +282,9 @@ class Extractor:
                 yield kept(f"{site}/{qid}", text + "\n", **meta)
         for answer_id, parent in store.orphans():
             yield excluded(f"{site}/{answer_id}", "orphan_answer", site=site, parent_id=parent)
+
+
+NEEDS_WORK_DIR = True  # the extract stage passes params["work_dir"] (a scratch folder inside out/)
 
 
 def make_extractor(params: dict | None = None) -> Extractor:
