@@ -1,0 +1,212 @@
+"""The training loop: build, (resume), step, evaluate, checkpoint, summarise.
+
+Why one function: like nanoGPT, the whole life of a run reads top to bottom in `train()`; model
+definition, parallel wrapping, checkpoint I/O, the data mixture and logging live in their own modules
+(torchtitan's separation) so this file only sequences them.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+try:  # progress bar when available; the loop does not depend on it
+    from tqdm import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+from model.checkpointing import apply_activation_checkpointing
+from model.config import ModelConfig, get_config
+from model.llama import Llama
+from train.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from train.config import ConfigError, TrainConfig
+from train.eval import evaluate_heldout
+from train.metrics import MetricsLog, device_peak_flops, memory_mb, read_metrics
+from train.mixture import MixtureExhausted, MixtureLoader
+from train.optim import build_optimizer, lr_at, set_lr
+from train.parallel import all_reduce_sum, as_float, grad_sync, init_distributed, shutdown, wrap_model
+
+
+def tokenizer_vocab(path: str) -> tuple[int, str]:
+    """(vocab size, sha256) of the SentencePiece model the token shards were made with."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"tokenizer not found: {path} (build it first, or set data.tokenizer=...)")
+    sp = spm.SentencePieceProcessor(model_file=str(p))
+    return sp.vocab_size(), hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def check_shards(loader: MixtureLoader, vocab_size: int, tokenizer_sha: str) -> None:
+    """Refuse token shards written with another tokenizer: the model would learn garbage ids."""
+    for name, sw in loader.windows.items():
+        for shard in sw.stream.shards:
+            vs, sha = shard.meta.get("vocab_size"), shard.meta.get("tokenizer_sha256")
+            if vs is not None and int(vs) != vocab_size:
+                raise ConfigError(f"{shard.path}: written for vocab {vs}, tokenizer has {vocab_size}")
+            if sha and sha != tokenizer_sha:
+                raise ConfigError(f"{shard.path}: tokenizer_sha256 {sha[:12]}… differs from the configured "
+                                  f"tokenizer ({tokenizer_sha[:12]}…)")
+
+
+def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    overrides = {k: v for k, v in cfg.model.items() if k != "name"}
+    overrides.setdefault("max_seq_len", cfg.data.seq_len)
+    return get_config(cfg.model["name"], vocab_size=vocab_size, **overrides)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Run (or continue) training as configured; returns the summary (also written to summary.json)."""
+    d = init_distributed(cfg.parallel)
+    try:
+        return _train(cfg, resume, d)
+    finally:
+        shutdown(d)
+
+
+def _train(cfg: TrainConfig, resume: bool, d) -> dict:
+    t_start = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run_dir = Path(cfg.out_dir)
+    accum = cfg.grad_accum(d.world_size)
+    vocab_size, tok_sha = tokenizer_vocab(cfg.data.tokenizer)
+
+    loader = MixtureLoader(cfg.data.tokens_dir, cfg.data.manifest, cfg.data.seq_len, cfg.data.eval_fraction,
+                           seed=cfg.seed, rank=d.rank, world_size=d.world_size)
+    check_shards(loader, vocab_size, tok_sha)
+
+    mcfg = model_config(cfg, vocab_size)
+    model = Llama(mcfg).to(d.device)
+    n_params, flops_per_token = model.num_params(), model.flops_per_token(cfg.data.seq_len)
+    if cfg.activation_checkpointing != "none":
+        apply_activation_checkpointing(model, cfg.activation_checkpointing)
+    model = wrap_model(model, cfg.parallel, d)
+    raw_model = model.module if hasattr(model, "module") else model  # DDP keeps the module inside
+    optimizer = build_optimizer(raw_model, cfg.optim)
+    step_fn = torch.compile(model) if cfg.compile else model
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.dtype)
+    autocast = ((lambda: torch.autocast("cuda", dtype=amp_dtype)) if d.device.type == "cuda" and amp_dtype
+                else contextlib.nullcontext)
+
+    start_step, elapsed_before, tokens_seen = 0, 0.0, 0
+    if d.is_main:
+        remove_partial(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise ConfigError(f"{run_dir} already holds checkpoints (latest {ckpt.name}); pass --resume to "
+                          f"continue it or set run=/out_dir= to start a new run")
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, raw_model, optimizer)
+        loader.load_state_dict(state["loader"])
+        start_step, elapsed_before, tokens_seen = state["step"], state["elapsed_s"], state["tokens"]
+    log = MetricsLog(run_dir, d.is_main, resume_step=start_step if ckpt is not None else None)
+    device_name, peak = device_peak_flops(d.device)
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"train: {cfg.run} | {n_params / 1e6:.2f}M params | vocab {vocab_size} | world {d.world_size} "
+              f"({cfg.parallel}) on {device_name} | {cfg.batch.tokens_per_step} tokens/step "
+              f"(micro {cfg.batch.micro_batch} x seq {cfg.data.seq_len} x accum {accum}) | "
+              f"{'resuming at step ' + str(start_step) if ckpt else 'fresh start'}", flush=True)
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(run_dir, step, raw_model, optimizer, mcfg,
+                        {"loader": loader.state_dict(), "tokens": tokens_seen,
+                         "elapsed_s": elapsed_before + time.time() - t_start},
+                        cfg.to_dict(), d, cfg.keep_last)
+
+    def evaluate(step: int) -> dict:
+        losses = evaluate_heldout(model, loader, cfg.batch.micro_batch, cfg.eval_tokens, d, autocast)
+        log.write({"step": step, "eval": losses})
+        return losses
+
+    step, stop_reason, last_eval, last_eval_step = start_step, "max_steps", {}, None
+    last_ckpt = start_step if ckpt else None
+    bar = _progress(cfg, start_step, d.is_main)
+    model.train()
+    while step < cfg.max_steps:
+        try:
+            loader.plan(accum * cfg.batch.micro_batch * d.world_size)  # whole step available, or stop now
+        except MixtureExhausted as e:
+            stop_reason = f"data exhausted: {e}"
+            break
+        t0 = time.time()
+        lr = lr_at(step, cfg.optim, cfg.max_steps)
+        set_lr(optimizer, lr)
+        loss_sum = torch.zeros((), device=d.device)
+        for micro in range(accum):
+            x, y = loader.next_batch(cfg.batch.micro_batch)
+            with grad_sync(model, sync=micro == accum - 1), autocast():
+                _, loss = step_fn(x.to(d.device), y.to(d.device))
+                (loss / accum).backward()
+            loss_sum += loss.detach()
+        grad_norm = as_float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        step_loss = all_reduce_sum([float(loss_sum) / accum], d)[0] / d.world_size
+        tokens_seen += cfg.batch.tokens_per_step
+        dt = time.time() - t0
+        tps = cfg.batch.tokens_per_step / dt
+        mfu = (tps / d.world_size) * flops_per_token / peak if peak else None
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            log.write({"step": step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
+                       "tokens_per_s": tps, "mfu": mfu, "mem_mb": memory_mb(d.device)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+        if not math.isfinite(step_loss):
+            stop_reason = f"non-finite loss at step {step}"
+            break
+        if cfg.eval_every and step % cfg.eval_every == 0:
+            last_eval, last_eval_step = evaluate(step), step
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+            checkpoint(step)
+            last_ckpt = step
+    bar.close()
+    if last_eval_step != step:
+        last_eval = evaluate(step)
+    if last_ckpt != step:
+        checkpoint(step)
+    summary = {}
+    if d.is_main:
+        summary = _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens_seen,
+                           elapsed_before + time.time() - t_start, n_params, device_name)
+    log.close()
+    return summary
+
+
+class _NoBar:
+    def update(self, n): pass
+    def set_postfix(self, **kw): pass
+    def close(self): pass
+
+
+def _progress(cfg: TrainConfig, start_step: int, enabled: bool):
+    if tqdm is None or not enabled:
+        return _NoBar()
+    return tqdm(total=cfg.max_steps, initial=start_step, desc=cfg.run, dynamic_ncols=True)
+
+
+def _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens, elapsed, n_params, device_name) -> dict:
+    losses = [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+    tail = losses[-10:]
+    summary = {
+        "run": cfg.run, "steps": step, "stop_reason": stop_reason,
+        "final_loss": losses[-1] if losses else None,
+        "final_loss_mean_last10": sum(tail) / len(tail) if tail else None,
+        "unigram_entropy": loader.unigram_entropy(),
+        "eval": last_eval, "tokens": tokens, "time_s": elapsed, "params": n_params, "device": device_name,
+        "mixture": loader.realised(),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"train: {stop_reason} after {step} steps, {tokens:,} tokens, {elapsed:.0f} s | final loss "
+          f"{summary['final_loss_mean_last10']:.4f} (mean of last {len(tail)} steps) vs unigram entropy "
+          f"{summary['unigram_entropy']:.4f} nats | held-out "
+          + ", ".join(f"{k} {v:.3f}" for k, v in last_eval.items()), flush=True)
+    return summary

@@ -1,0 +1,105 @@
+"""Run logging: metrics.jsonl (one record per step / evaluation), MFU, memory, optional TensorBoard.
+
+Why JSON lines: appendable while training, trivially parsed by tests and plots, and truncatable to
+the resumed step so a killed-and-resumed run's log has no duplicated or orphaned steps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+# Dense bf16 tensor-core peak FLOP/s per device (vendor datasheets). MFU is reported against these.
+PEAK_FLOPS_BF16 = {
+    "H200": 989e12,
+    "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "A10": 125e12,
+    "V100": 125e12,  # fp16 tensor cores (no bf16)
+}
+
+
+def device_peak_flops(device: torch.device) -> tuple[str, float | None]:
+    """(device name, peak FLOP/s or None when unknown, e.g. on CPU where no datasheet figure applies)."""
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_FLOPS_BF16, key=len, reverse=True):  # most specific name first
+        if key in name:
+            return name, PEAK_FLOPS_BF16[key]
+    return name, None
+
+
+def memory_mb(device: torch.device) -> float:
+    """Peak allocated accelerator memory, or this process's peak RSS on CPU, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def truncate_log(path: Path, keep_through_step: int) -> None:
+    """Keep only whole records with step <= keep_through_step (written atomically)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if isinstance(rec, dict) and rec.get("step", -1) <= keep_through_step:
+            kept.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """Appends records to metrics.jsonl (and TensorBoard when available) on the main rank only."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool, resume_step: int | None):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.file = self.tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            truncate_log(self.path, resume_step)
+        self.file = self.path.open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            step = record.get("step", 0)
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.tb.add_scalar(f"train/{key}", value, step)
+            for source, value in record.get("eval", {}).items():
+                self.tb.add_scalar(f"eval/{source}", value, step)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
