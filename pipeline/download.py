@@ -352,11 +352,11 @@ def summarize(results: list[DownloadResult]) -> dict:
 def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float, timeout: float,
                   bar: _Progress) -> DownloadResult:
     state = _Transfer()
+    part = target.with_name(target.name + PART_SUFFIX)
     try:
         if _is_complete(item, target):
             return DownloadResult(item, target, True, None, 0, False, 0)
         target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + PART_SUFFIX)
         if urllib.parse.urlsplit(item.url).scheme.lower() in ("http", "https"):
             def attempt() -> str:
                 _http_attempt(item, part, state, timeout, bar)
@@ -368,6 +368,8 @@ def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float
         _commit(item, part, target, digest)
         return DownloadResult(item, target, True, None, state.received, state.resumed, state.attempts)
     except _Permanent as e:
+        if not str(e).startswith("network:"):  # keep a part only where a later run can resume it
+            part.unlink(missing_ok=True)
         return _failed(item, str(e), state)
     except OSError as e:  # local disk trouble: full disk, permissions on dest_dir, ...
         return _failed(item, f"local_io: {_describe(e)} while writing {target}", state)
@@ -377,7 +379,7 @@ def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float
 
 def _failed(item: DownloadItem, reason: str, state: _Transfer) -> DownloadResult:
     reason = " ".join(reason.split())  # guarantee one line
-    log.warning("download failed: %s", reason)
+    log.info("download failed: %s", reason)  # the caller reports results; avoid a second copy at WARNING
     return DownloadResult(item, None, False, reason, state.received, state.resumed, state.attempts)
 
 

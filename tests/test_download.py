@@ -145,6 +145,19 @@ def test_dropped_connection_is_resumed_with_range(server, tmp_path):
     assert r.bytes == len(BODY)  # half, then the other half: nothing fetched twice
 
 
+def test_run_that_gives_up_keeps_its_part_for_the_next_run(server, tmp_path):
+    server.files["/big.bin"] = BODY
+    server.rules["/big.bin"] = "drop_first"
+    item = DownloadItem(f"{server.url}/big.bin", SHA)
+    [first] = download_all([item], tmp_path, retries=0, **FAST)
+    half = len(BODY) // 2
+    assert not first.ok and first.reason.startswith(f"network: connection closed after byte {half} of {len(BODY)}")
+    assert (tmp_path / "big.bin.part").read_bytes() == BODY[:half] and not (tmp_path / "big.bin").exists()
+    [second] = download_all([item], tmp_path, retries=0, **FAST)
+    assert second.ok and second.resumed and second.bytes == len(BODY) - half
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+
+
 def test_part_left_by_an_interrupted_run_is_resumed(server, tmp_path):
     server.files["/big.bin"] = BODY
     (tmp_path / "big.bin.part").write_bytes(BODY[:100_000])
@@ -190,6 +203,7 @@ def test_resumed_part_with_stale_head_is_redownloaded_from_scratch(server, tmp_p
 @pytest.mark.parametrize("code,kind", [(404, "not_found"), (410, "gone"), (403, "permission_denied")])
 def test_client_errors_fail_fast_with_one_line(server, tmp_path, code, kind):
     server.rules["/x.gz"] = f"status:{code}"
+    (tmp_path / "x.gz.part").write_bytes(b"stale head")  # useless once the file is gone
     [r] = download_all([DownloadItem(f"{server.url}/x.gz")], tmp_path, retries=5, **FAST)
     assert not r.ok and r.attempts == 1 and server.count("/x.gz") == 1
     assert r.reason.startswith(f"{kind}: HTTP {code} ") and r.reason.endswith(f" for {server.url}/x.gz")
