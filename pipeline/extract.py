@@ -35,8 +35,13 @@ def raw_entries(folder: Path | None) -> list[Path]:
     )
 
 
-def load_extractor(source: str, params: dict[str, Any]):
+def load_extractor(source: str, params: dict[str, Any], work_dir: str | None = None):
+    """The source's extractor; a scratch folder (inside the output root) for those that declare
+    ``NEEDS_WORK_DIR`` (StackExchange spills posts to SQLite)."""
     module = importlib.import_module(f"pipeline.sources.{source}")
+    if work_dir and getattr(module, "NEEDS_WORK_DIR", False):
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        params = {**params, "work_dir": work_dir}
     return module.make_extractor(params)
 
 
@@ -46,8 +51,9 @@ class ExtractReader(PipelineStep):
     name = "🧾 llamix extract"
     type = "📖 - READER"
 
-    def __init__(self, source: str, entries: list[str], params: dict[str, Any], account_dir: str, stage: str = "extract"):
+    def __init__(self, source: str, entries: list[str], params: dict[str, Any], account_dir: str, stage: str = "extract", work_dir: str | None = None):
         super().__init__()
+        self.work_dir = work_dir
         self.source = source
         self.entries = entries
         self.params = params
@@ -61,7 +67,7 @@ class ExtractReader(PipelineStep):
         return doc
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        extractor = load_extractor(self.source, self.params)
+        extractor = load_extractor(self.source, self.params, self.work_dir)
         docs_in = bytes_in = 0
         for entry in self.entries[rank::world_size]:
             path = Path(entry)
@@ -110,6 +116,5 @@ class ExtractStage(Stage):
     def run(self, io: StageIO) -> None:
         entries = [str(p) for p in self.entries(io)]
         params = {k: v for k, v in self.params.items() if k != "tasks"}
-        params.setdefault("work_dir", str(io.work_dir / "scratch"))
-        reader = ExtractReader(io.source, entries, params, str(io.account_dir), stage=io.stage)
+        reader = ExtractReader(io.source, entries, params, str(io.account_dir), stage=io.stage, work_dir=str(io.work_dir / "scratch"))
         io.run_pass("main", [reader, io.writer()], tasks=self.tasks(io))
