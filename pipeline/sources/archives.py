@@ -37,7 +37,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-from pipeline.sources.safeio import SafeIOError, open_stream, read_capped
+from pipeline.sources.safeio import SafeIOError, TooLarge, open_path, open_stream, read_capped
 
 DEFAULT_MAX_MEMBER_BYTES = 64 << 20
 DEFAULT_MAX_TOTAL_BYTES = 4 << 30
@@ -114,9 +114,11 @@ class _MemberErrors(io.RawIOBase):
     def readinto(self, buf) -> int:
         try:
             data = self._raw.read(len(buf))
-        except SafeIOError:
+        except MemberError:
             raise
-        except _CORRUPT_ERRORS as exc:
+        except TooLarge as exc:  # the whole decompressed stream ran past the archive cap
+            raise MemberError("bomb", exc.detail) from None
+        except (SafeIOError, *_CORRUPT_ERRORS) as exc:  # truncated / corrupt compressed stream
             raise MemberError(f"corrupt:{self._fmt}", str(exc)) from None
         buf[: len(data)] = data
         return len(data)
@@ -214,46 +216,63 @@ def _bomb(limits: ArchiveLimits) -> Member:
 
 # --------------------------------------------------------------------------------------------- tar
 def _iter_tar(path: pathlib.Path, limits: ArchiveLimits, select: Select) -> Iterator[Member]:
+    # safeio decompresses (gz/bz2/xz/zstd by magic) and raises on a truncated or corrupt stream,
+    # which tarfile's own stream mode would take for a clean end; "r|" reads it forward only.
+    try:
+        with open_path(path, max_expanded=limits.max_total_bytes + _TAR_SLACK) as stream:
+            yield from _iter_tar_stream(stream, limits, select)
+    except SafeIOError as exc:  # opening failed (unreadable file)
+        yield Member("", reason="corrupt:tar", detail=str(exc))
+
+
+_TAR_SLACK = 1 << 20  # headers and padding on top of the members' declared sizes
+
+
+def _tar_failure(exc: BaseException) -> Member:
+    if isinstance(exc, TooLarge):
+        return Member("", reason="bomb", detail=str(exc))
+    return Member("", reason="corrupt:tar", detail=str(exc))
+
+
+def _iter_tar_stream(stream: BinaryIO, limits: ArchiveLimits, select: Select) -> Iterator[Member]:
     budget = _Budget(limits)
     try:
-        # "r|*": one forward stream, transparent gz/bz2/xz; members are never written anywhere.
-        tar = tarfile.open(path, mode="r|*")
-    except _CORRUPT_ERRORS as exc:
-        yield Member("", reason="corrupt:tar", detail=str(exc))
+        tar = tarfile.open(fileobj=stream, mode="r|")
+    except (SafeIOError, *_CORRUPT_ERRORS) as exc:
+        yield _tar_failure(exc)
         return
-    with tar:
-        members = iter(tar)
-        while True:
-            try:
-                info = next(members)
-            except StopIteration:
-                return
-            except _CORRUPT_ERRORS as exc:
-                yield Member("", reason="corrupt:tar", detail=str(exc))
-                return
-            if info.isdir():
-                continue
-            name = safe_member_name(info.name)
-            if name is None or not info.isreg():
-                kind = "link" if (info.issym() or info.islnk()) else "special" if not info.isreg() else "name"
-                yield Member(info.name, reason="unsafe_path", detail=kind)
-                continue
-            if not select(name):
-                budget.admit(info.size)  # a forward stream still decompresses what it skips
-                if budget.used > limits.max_total_bytes:
-                    yield _bomb(limits)
-                    return
-                continue
-            over = budget.admit(info.size)
-            if over == "bomb":
-                yield _bomb(limits)
-                return
-            if over:
-                yield Member(name, size=info.size, reason=over, detail=f"{info.size} bytes")
-                continue
-            member = Member(name, size=info.size, _open=lambda info=info: tar.extractfile(info),
-                            _cap=limits.max_member_bytes, _fmt="tar")
-            yield member
+    members = iter(tar)
+    while True:
+        try:
+            info = next(members)
+        except StopIteration:
+            break
+        except (SafeIOError, *_CORRUPT_ERRORS) as exc:
+            yield _tar_failure(exc)
+            return
+        if info.isdir():
+            continue
+        name = safe_member_name(info.name)
+        if name is None or not info.isreg():
+            kind = "link" if (info.issym() or info.islnk()) else "special" if not info.isreg() else "name"
+            yield Member(info.name, reason="unsafe_path", detail=kind)
+            continue
+        over = budget.admit(info.size)  # skipped members count too: a forward stream inflates them
+        if over == "bomb":
+            yield _bomb(limits)
+            return
+        if not select(name):
+            continue
+        if over:
+            yield Member(name, size=info.size, reason=over, detail=f"{info.size} bytes")
+            continue
+        yield Member(name, size=info.size, _open=lambda info=info: tar.extractfile(info),
+                     _cap=limits.max_member_bytes, _fmt="tar")
+    try:  # tarfile stops at the end-of-archive blocks: the compressed stream must still end cleanly
+        while stream.read(1 << 20):
+            pass
+    except SafeIOError as exc:
+        yield _tar_failure(exc)
 
 
 # --------------------------------------------------------------------------------------------- zip
