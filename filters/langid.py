@@ -15,24 +15,11 @@ from typing import Any
 
 from datatrove.data import Document
 
-from filters.base import LlamixFilter
+from filters.fasttext_filter import FastTextFilter, load_fasttext, one_line  # noqa: F401 (re-exported)
 from filters.lid_model import lid_model_path
 from pipeline.stages import DocumentStage, StageIO
 
 LABEL_PREFIX = "__label__"
-
-
-def load_fasttext(path: str | Path):
-    """Load a fastText model quietly (the library prints a deprecation warning on every load)."""
-    import fasttext
-
-    fasttext.FastText.eprint = lambda *args, **kwargs: None
-    return fasttext.load_model(str(path))
-
-
-def one_line(text: str) -> str:
-    """fastText predicts one example per line: newlines become spaces."""
-    return text.replace("\r", " ").replace("\n", " ")
 
 
 def predict_languages(model, texts: list[str]) -> list[tuple[str | None, float]]:
@@ -47,7 +34,7 @@ def predict_languages(model, texts: list[str]) -> list[tuple[str | None, float]]
     return out
 
 
-class LangIdFilter(LlamixFilter):
+class LangIdFilter(FastTextFilter):
     """Keeps a document when its top language is one of ``languages`` with score >= ``threshold``.
 
     Reasons: ``langid:low_score`` when the top score is below the threshold (the language itself is
@@ -58,22 +45,9 @@ class LangIdFilter(LlamixFilter):
 
     def __init__(self, languages: list[str], threshold: float = 0.5, model_path: str | Path | None = None,
                  stage: str = "langid", batch_size: int = 512):
-        super().__init__(stage=stage, batch_size=batch_size)
+        super().__init__(model_path or lid_model_path(), stage=stage, batch_size=batch_size)
         self.languages = frozenset(languages)
         self.threshold = float(threshold)
-        self.model_path = str(model_path or lid_model_path())
-        self._model = None
-
-    @property
-    def model(self):
-        if self._model is None:  # loaded in the worker: fastText models do not pickle
-            self._model = load_fasttext(self.model_path)
-        return self._model
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_model"] = None
-        return state
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         results: list[bool | tuple[bool, str]] = []
@@ -87,9 +61,6 @@ class LangIdFilter(LlamixFilter):
             else:
                 results.append(True)
         return results
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        return self.filter_batch([doc])[0]
 
 
 def language_list(params: dict[str, Any], key: str = "languages", default: tuple[str, ...] = ("en",)) -> list[str]:

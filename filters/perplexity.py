@@ -1,0 +1,244 @@
+"""CCNet's language-model quality filter: the ``lm`` model stage and the ``perplexity`` document stage.
+
+``lm`` trains, per language, a SentencePiece model and a KenLM n-gram (lmplz) on Wikipedia documents.
+``perplexity`` scores every document, then splits each language's documents into head / middle / tail
+at the ``head``-th and ``tail``-th percentiles of perplexity *on the corpus being filtered* (CCNet: 30 and
+60) and keeps the buckets in ``keep`` (LLaMA/RedPajama: head and middle).
+
+Percentiles need every score before any document can be bucketed, so the stage runs two passes: a
+scoring pass writes one score file per task under ``io.work_dir/scores`` (atomic, so a killed pass
+resumes), the cutoffs are computed from all of them, and the final pass (reader -> bucketer -> writer)
+reads each task's scores back by position, without scoring twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from filters.kenlm_model import LanguageModel, available_languages, normalized_lines, train_kenlm, train_sentencepiece
+from filters.langid import language_list
+from pipeline import accounting
+from pipeline.documents import exclude, is_excluded, read_documents
+from pipeline.stages import ModelStage, Stage, StageIO
+
+BUCKETS = ("head", "middle", "tail")
+SCORE_SCHEMA = pa.schema([("id", pa.string()), ("status", pa.string()), ("language", pa.string()), ("perplexity", pa.float64())])
+
+
+# ---- the lm model stage ------------------------------------------------------------------------
+def document_language(doc, lid=None) -> str | None:
+    """A training document's language: its label (extract/langid), else fastText lid.176's guess."""
+    lang = doc.metadata.get("language") or doc.metadata.get("lang")
+    if lang or lid is None:
+        return lang
+    from filters.langid import predict_languages
+
+    return predict_languages(lid, [doc.text])[0][0]
+
+
+class LMStage(ModelStage):
+    """Per-language SentencePiece + KenLM trained on ``source`` documents after stage ``after``."""
+
+    name = "lm"
+
+    def requires(self, manifest) -> list[tuple[str, str]]:
+        return [(self.params.get("source", "wikipedia"), self.params.get("after", "extract"))]
+
+    def _collect(self, io: StageIO, inputs: dict[str, list[Path]], languages: list[str]) -> dict[str, list[str]]:
+        """Normalised lines of up to ``max_docs`` documents per wanted language (and doc counts)."""
+        from filters.langid import load_fasttext
+        from filters.lid_model import lid_model_path
+
+        max_docs = int(self.params.get("max_docs", 200_000))
+        lines: dict[str, list[str]] = {lang: [] for lang in languages}
+        self.doc_counts = {lang: 0 for lang in languages}
+        lid = None
+        for folder in inputs.get(self.params.get("source", "wikipedia"), []):
+            for doc in read_documents(folder):
+                lang = doc.metadata.get("language") or doc.metadata.get("lang")
+                if not lang:
+                    lid = lid or load_fasttext(lid_model_path())
+                    lang = document_language(doc, lid)
+                if lang in lines and self.doc_counts[lang] < max_docs:
+                    lines[lang].extend(normalized_lines(doc.text))
+                    self.doc_counts[lang] += 1
+        return lines
+
+    def build(self, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
+        languages = language_list(self.params)
+        order = int(self.params.get("order", 5))
+        vocab = int(self.params.get("sp_vocab_size", 65536))
+        min_docs = int(self.params.get("min_docs", 20))
+        io.output_dir.mkdir(parents=True, exist_ok=True)
+        io.work_dir.mkdir(parents=True, exist_ok=True)
+        summary: dict[str, Any] = {"languages": {}, "skipped": {}}
+        corpus = self._collect(io, inputs, languages)
+        for lang in languages:
+            sp_path, lm_path = io.output_dir / f"{lang}.sp.model", io.output_dir / f"{lang}.bin"
+            n_docs = self.doc_counts[lang]
+            if n_docs < min_docs:
+                summary["skipped"][lang] = f"only {n_docs} documents (min_docs={min_docs})"
+                continue
+            if not (sp_path.is_file() and lm_path.is_file()):  # a rerun after a kill skips finished languages
+                train_sentencepiece(corpus[lang], sp_path, vocab)
+                pieces_file = io.work_dir / f"{lang}.pieces.txt"
+                model = LanguageModel(sp_path, lm_path)
+                with open(pieces_file, "w", encoding="utf-8") as f:
+                    for start in range(0, len(corpus[lang]), 10_000):
+                        f.writelines(line + "\n" for line in model.pieces(corpus[lang][start : start + 10_000]))
+                train_kenlm(pieces_file, lm_path, order, io.work_dir, str(self.params.get("lmplz_memory", "20%")))
+                pieces_file.unlink()
+            summary["languages"][lang] = {
+                "documents": n_docs,
+                "lines": len(corpus[lang]),
+                "order": order,
+                "sp_vocab_size": vocab,
+                "model_bytes": lm_path.stat().st_size,
+            }
+        return summary
+
+
+# ---- the perplexity document stage --------------------------------------------------------------
+def score_file(scores_dir: str | Path, rank: int) -> Path:
+    return Path(scores_dir) / f"{rank:05d}.parquet"
+
+
+class PerplexityScorer(PipelineStep):
+    """Scoring pass: perplexity of every document of the task, written to one score file per task."""
+
+    name = "📉 llamix perplexity scorer"
+    type = "🔻 - FILTER"
+
+    def __init__(self, models_dir: str | Path, scores_dir: str | Path, min_length: int):
+        super().__init__()
+        self.models = {lang: LanguageModel.from_dir(models_dir, lang) for lang in available_languages(models_dir)}
+        self.scores_dir = str(scores_dir)
+        self.min_length = min_length
+
+    def score(self, doc) -> tuple[str, str | None, float | None]:
+        lang = doc.metadata.get("language")
+        if is_excluded(doc):
+            return "excluded", lang, None
+        if len(doc.text) < self.min_length:
+            return "too_short", lang, None
+        if lang not in self.models:
+            return "no_lm", lang, None
+        with self.track_time():
+            ppl = self.models[lang].perplexity(doc.text)
+        return ("scored", lang, ppl) if ppl is not None else ("too_short", lang, None)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        rows = {name: [] for name in SCORE_SCHEMA.names}
+        for doc in data or ():
+            status, lang, ppl = self.score(doc)
+            self.stat_update(status)
+            for name, value in zip(SCORE_SCHEMA.names, (str(doc.id), status, lang, ppl)):
+                rows[name].append(value)
+        final = score_file(self.scores_dir, rank)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        pq.write_table(pa.table(rows, schema=SCORE_SCHEMA), tmp)
+        os.replace(tmp, final)
+        return
+        yield
+
+
+def compute_cutoffs(scores_dir: str | Path, tasks: int, head: float, tail: float) -> dict[str, Any]:
+    """Per-language perplexity cutoffs at the ``head``/``tail`` percentiles, plus status counts."""
+    table = pa.concat_tables([pq.read_table(score_file(scores_dir, r)) for r in range(tasks)], promote_options="default")
+    status = table.column("status").to_pylist()
+    langs = table.column("language").to_pylist()
+    ppl = table.column("perplexity").to_pylist()
+    by_lang: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for s, lang, p in zip(status, langs, ppl):
+        counts[s] = counts.get(s, 0) + 1
+        if s == "scored":
+            by_lang.setdefault(lang, []).append(p)
+    cutoffs = {lang: [float(x) for x in np.percentile(np.asarray(v), [head, tail])] for lang, v in by_lang.items()}
+    return {"percentiles": [head, tail], "cutoffs": cutoffs, "scored": {k: len(v) for k, v in by_lang.items()}, "status": counts}
+
+
+def bucket_of(perplexity: float, cutoffs: list[float]) -> str:
+    if perplexity <= cutoffs[0]:
+        return "head"
+    return "middle" if perplexity <= cutoffs[1] else "tail"
+
+
+class PerplexityBucketer(PipelineStep):
+    """Final pass: attaches each document's perplexity and bucket; excludes tail and too-short docs."""
+
+    name = "🪣 llamix perplexity buckets"
+    type = "🔻 - FILTER"
+
+    def __init__(self, scores_dir: str | Path, cutoffs: dict[str, list[float]], keep: list[str], stage: str = "perplexity"):
+        super().__init__()
+        self.scores_dir = str(scores_dir)
+        self.cutoffs = cutoffs
+        self.keep = frozenset(keep)
+        self.stage = stage
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        scores = pq.read_table(score_file(self.scores_dir, rank)).to_pylist()
+        n = 0
+        for n, doc in enumerate(data or (), start=1):
+            if n > len(scores) or scores[n - 1]["id"] != str(doc.id):
+                raise RuntimeError(f"perplexity scores of task {rank} are out of step with its input at document {n} (rerun with --force)")
+            row = scores[n - 1]
+            if row["status"] == "excluded":
+                yield doc
+                continue
+            doc.metadata["perplexity"] = row["perplexity"]
+            cutoffs = self.cutoffs.get(row["language"])
+            bucket = bucket_of(row["perplexity"], cutoffs) if row["status"] == "scored" and cutoffs else None
+            doc.metadata["perplexity_bucket"] = bucket
+            if bucket:
+                doc.metadata["perplexity_cutoffs"] = cutoffs
+            self.stat_update(bucket or row["status"])
+            if row["status"] == "too_short":
+                exclude(doc, "perplexity:too_short", self.stage)
+            elif bucket is not None and bucket not in self.keep:
+                exclude(doc, f"perplexity:{bucket}", self.stage)
+            yield doc
+        if n != len(scores):
+            raise RuntimeError(f"perplexity scores of task {rank} list {len(scores)} documents, its input has {n}")
+
+
+def percentile_param(params: dict[str, Any], key: str, default: float) -> float:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ValueError(f"perplexity.{key}: expected a percentile in [0, 100], got {value!r}")
+    return float(value)
+
+
+class PerplexityStage(Stage):
+    name = "perplexity"
+    requires_models = ("lm",)
+
+    def run(self, io: StageIO) -> None:
+        head, tail = percentile_param(io.params, "head", 30), percentile_param(io.params, "tail", 60)
+        if head > tail:
+            raise ValueError(f"perplexity: head percentile {head} is above tail percentile {tail}")
+        keep = io.params.get("keep", ["head", "middle"])
+        if not isinstance(keep, list) or not set(keep) <= set(BUCKETS):
+            raise ValueError(f"perplexity.keep: expected a list drawn from {list(BUCKETS)}, got {keep!r}")
+        min_length = int(io.params.get("min_length", 300))
+        models_dir = io.model_path("lm")
+        if not available_languages(models_dir):
+            raise FileNotFoundError(f"perplexity: no language model in {models_dir} (build it with --stages lm)")
+        scores_dir = io.work_dir / "scores"
+        tasks = self.tasks(io)
+        io.run_pass("score", [io.reader(), PerplexityScorer(models_dir, scores_dir, min_length)], tasks=tasks)
+        summary = compute_cutoffs(scores_dir, tasks, head, tail)
+        summary["keep"] = keep
+        accounting.atomic_write_json(io.output_dir / "perplexity.json", summary)
+        io.run_pass("main", [io.reader(account=True), PerplexityBucketer(scores_dir, summary["cutoffs"], keep, io.stage), io.writer()], tasks=tasks)

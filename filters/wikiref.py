@@ -1,0 +1,178 @@
+"""LLaMA's "pages used as references in Wikipedia vs random pages" classifier (RedPajama: fastText, keep
+score >= 0.25): the ``wikiref_train`` model stage and the ``wikiref`` document stage.
+
+Why: a linear bag-of-n-grams model is cheap enough to run on every CommonCrawl page and captures
+"reads like something an encyclopedia would cite". Positives are reference-quality pages (on the sample
+profile a stated proxy: the sample's own Wikipedia and books text cut into page-sized chunks, because
+the pages Wikipedia cites cannot be crawled offline), negatives are random CommonCrawl pages. The split
+into training and held-out sets is by *document*, so chunks of one article never sit on both sides,
+and training is deterministic for a seed (one thread).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import Document
+
+from filters.fasttext_filter import FastTextFilter, one_line
+from filters.langid import fraction_param
+from pipeline.documents import read_documents
+from pipeline.stages import DocumentStage, ModelStage, StageIO
+
+POSITIVE, NEGATIVE = "__label__ref", "__label__random"
+MODEL_FILE = "wikiref.bin"
+
+
+def classifier_text(text: str) -> str:
+    """What the classifier sees: lower-cased, whitespace collapsed, one line."""
+    return " ".join(one_line(text).lower().split())
+
+
+def page_chunks(text: str, chunk_chars: int) -> list[str]:
+    """Cut a long document at paragraph boundaries into pieces of about ``chunk_chars`` characters."""
+    if chunk_chars <= 0 or len(text) <= chunk_chars:
+        return [text]
+    chunks, current, size = [], [], 0
+    for para in text.split("\n"):
+        current.append(para)
+        size += len(para) + 1
+        if size >= chunk_chars:
+            chunks.append("\n".join(current))
+            current, size = [], 0
+    if current and (size >= chunk_chars // 4 or not chunks):  # a short tail is dropped, not a page
+        chunks.append("\n".join(current))
+    return chunks
+
+
+def reference_score(model, texts: list[str]) -> list[float]:
+    """P(reference) of each text, from one batched fastText call."""
+    labels, probs = model.predict([classifier_text(t) for t in texts], k=2)
+    out = []
+    for lab, prob in zip(labels, probs):
+        scores = dict(zip(lab, prob))
+        out.append(min(float(scores.get(POSITIVE, 0.0)), 1.0))
+    return out
+
+
+def binary_metrics(scores: list[float], truth: list[bool], threshold: float) -> dict[str, float]:
+    tp = sum(s >= threshold and t for s, t in zip(scores, truth))
+    fp = sum(s >= threshold and not t for s, t in zip(scores, truth))
+    fn = sum(s < threshold and t for s, t in zip(scores, truth))
+    correct = sum((s >= threshold) == t for s, t in zip(scores, truth))
+    return {
+        "threshold": threshold,
+        "accuracy": round(correct / max(len(truth), 1), 4),
+        "precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else 0.0,
+    }
+
+
+class WikirefTrainStage(ModelStage):
+    name = "wikiref_train"
+
+    def _specs(self) -> list[tuple[str, str, bool]]:
+        positive = self.params.get("positive", [{"source": "wikipedia", "after": "extract"}])
+        negative = self.params.get("negative", {"source": "commoncrawl", "after": "langid"})
+        positive = positive if isinstance(positive, list) else [positive]
+        negative = negative if isinstance(negative, list) else [negative]
+        specs = []
+        for spec, label in [(p, True) for p in positive] + [(n, False) for n in negative]:
+            if not isinstance(spec, dict) or "source" not in spec or "after" not in spec:
+                raise ValueError(f"wikiref_train: positive/negative entries are {{source, after}}, got {spec!r}")
+            specs.append((spec["source"], spec["after"], label))
+        return specs
+
+    def requires(self, manifest) -> list[tuple[str, str]]:
+        return [(source, after) for source, after, _ in self._specs()]
+
+    def _documents(self, inputs: dict[str, list[Path]]) -> tuple[list[str], list[str]]:
+        """Positive and negative document texts (each input folder matched to its spec in order)."""
+        remaining = {source: list(folders) for source, folders in inputs.items()}
+        pos, neg = [], []
+        for source, _, label in self._specs():
+            if not remaining.get(source):
+                continue
+            folder = remaining[source].pop(0)
+            (pos if label else neg).extend(d.text for d in read_documents(folder) if d.text.strip())
+        return pos, neg
+
+    def _split(self, docs: list[str], rng: random.Random, chunk_chars: int, cap: int, heldout: float) -> tuple[list[str], list[str]]:
+        docs = list(docs)
+        rng.shuffle(docs)
+        n_held = max(1, round(len(docs) * heldout)) if len(docs) > 1 else 0
+        train = [c for d in docs[n_held:] for c in page_chunks(d, chunk_chars)]
+        test = [c for d in docs[:n_held] for c in page_chunks(d, chunk_chars)]
+        rng.shuffle(train)
+        rng.shuffle(test)
+        n_test = min(len(test), max(1, round(cap * heldout)))
+        return train[: cap - n_test], test[:n_test]
+
+    def build(self, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
+        import fasttext
+
+        p = self.params
+        seed = int(p.get("seed", 0))
+        rng = random.Random(seed)
+        heldout = fraction_param(p, "heldout_fraction", 0.2)
+        cap = int(p.get("max_examples", 300_000))
+        pos_docs, neg_docs = self._documents(inputs)
+        pos_train, pos_test = self._split(pos_docs, rng, int(p.get("positive_chunk_chars", 3000)), cap, heldout)
+        neg_train, neg_test = self._split(neg_docs, rng, int(p.get("negative_chunk_chars", 0)), cap, heldout)
+        for name, train, test in (("positive", pos_train, pos_test), ("negative", neg_train, neg_test)):
+            if len(train) < 5 or not test:
+                raise ValueError(f"wikiref_train: too few {name} examples ({len(train)} train, {len(test)} held out)")
+        examples = [f"{POSITIVE} {classifier_text(t)}" for t in pos_train] + [f"{NEGATIVE} {classifier_text(t)}" for t in neg_train]
+        rng.shuffle(examples)
+        io.work_dir.mkdir(parents=True, exist_ok=True)
+        io.output_dir.mkdir(parents=True, exist_ok=True)
+        train_file = io.work_dir / "train.txt"
+        train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
+        model = fasttext.train_supervised(
+            input=str(train_file), dim=int(p.get("dim", 64)), epoch=int(p.get("epochs", 5)), lr=float(p.get("lr", 0.5)),
+            wordNgrams=int(p.get("wordNgrams", 2)), bucket=int(p.get("bucket", 1_000_000)), minCount=int(p.get("minCount", 1)),
+            loss="softmax", thread=1, seed=seed, verbose=0,
+        )
+        tmp = io.output_dir / f".{MODEL_FILE}.{os.getpid()}.tmp"
+        model.save_model(str(tmp))
+        os.replace(tmp, io.output_dir / MODEL_FILE)
+        train_file.unlink()
+        scores = reference_score(model, pos_test + neg_test)
+        truth = [True] * len(pos_test) + [False] * len(neg_test)
+        return {
+            "examples": {"positive_train": len(pos_train), "negative_train": len(neg_train), "positive_heldout": len(pos_test), "negative_heldout": len(neg_test)},
+            "heldout": binary_metrics(scores, truth, 0.5),
+            "heldout_at_stage_threshold": binary_metrics(scores, truth, float(p.get("threshold", 0.25))),
+            "model_bytes": (io.output_dir / MODEL_FILE).stat().st_size,
+        }
+
+
+class WikirefFilter(FastTextFilter):
+    """Keeps pages whose P(reference) >= threshold; reason ``wikiref:<score rounded to 2>``."""
+
+    name = "📚 llamix wikiref"
+
+    def __init__(self, model_path: str | Path, threshold: float = 0.25, stage: str = "wikiref", batch_size: int = 256):
+        super().__init__(model_path, stage=stage, batch_size=batch_size)
+        self.threshold = threshold
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        results: list[bool | tuple[bool, str]] = []
+        for doc, score in zip(batch, reference_score(self.model, [d.text for d in batch])):
+            doc.metadata["wikiref_score"] = round(score, 4)
+            results.append(True if score >= self.threshold else (False, f"wikiref:{score:.2f}"))
+        return results
+
+
+class WikirefStage(DocumentStage):
+    name = "wikiref"
+    requires_models = ("wikiref_train",)
+
+    def steps(self, io: StageIO):
+        model_path = io.model_path("wikiref_train", MODEL_FILE)
+        if not model_path.is_file():
+            raise FileNotFoundError(f"wikiref: no classifier at {model_path} (build it with --stages wikiref_train)")
+        return [WikirefFilter(model_path, fraction_param(io.params, "threshold", 0.25), stage=io.stage)]
