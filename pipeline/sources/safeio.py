@@ -122,6 +122,7 @@ class _CappedReader(io.RawIOBase):
         self.fmt = fmt
         self.max_expanded = max_expanded
         self.expanded = 0
+        self._read = getattr(inner, "read1", inner.read)
 
     def readable(self) -> bool:
         return True
@@ -130,8 +131,8 @@ class _CappedReader(io.RawIOBase):
         want = min(len(buf), self.max_expanded - self.expanded + 1)
         if want <= 0:
             raise TooLarge(f"{self.fmt} stream expands beyond {self.max_expanded} bytes")
-        try:
-            data = self._inner.read(want)
+        try:  # read1: one decompression step, so data before a damaged spot is never discarded
+            data = self._read(want)
         except EOFError as exc:
             raise TruncatedInput(self.fmt, str(exc)) from None
         except _CODEC_ERRORS as exc:
