@@ -17,6 +17,7 @@ import glob
 import gzip
 import hashlib
 import http.client
+import io
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ CHUNK_BYTES = 1 << 20
 PART_SUFFIX = ".part"
 DONE_SUFFIX = ".done.json"
 MAX_BACKOFF_S = 60.0
+MAX_LIST_BYTES = 256 << 20  # a path list (CommonCrawl's wet.paths.gz: ~10 MB unpacked) beyond this is bogus
 USER_AGENT = "llamix-download/1.0"
 ENTRY_KEYS = frozenset({"url", "sha256", "name", "base_url", "max_files"})
 PERMANENT_HTTP_KIND = {401: "permission_denied", 403: "permission_denied", 404: "not_found", 410: "gone"}
@@ -212,17 +214,10 @@ def _expand_path_list(spec: dict, repo_root: Path, retries: int, backoff: float,
             raw = path.read_bytes()
         except OSError as e:
             raise DownloadError(f"cannot read path list {path}: {e.strerror or e}") from None
-    try:
-        text = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        lines = text.decode("utf-8").splitlines()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DownloadError(f"path list {url} is not valid (gzipped) UTF-8 text: {e}") from None
-    paths = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if spec.get("max_files") is not None:
-        paths = paths[: spec["max_files"]]
+    paths = _list_lines(raw, spec.get("max_files"), url)
     items = []
     for p in paths:
-        if urllib.parse.urlsplit(p).scheme.lower() in ("http", "https"):
+        if _is_http(p):
             items.append(DownloadItem(p))
         elif not base:
             raise ValueError(f"path list {url!r} holds relative paths: give it a base_url")
@@ -231,15 +226,40 @@ def _expand_path_list(spec: dict, repo_root: Path, retries: int, backoff: float,
     return items
 
 
+def _list_lines(raw: bytes, limit: int | None, url: str) -> list[str]:
+    """The first ``limit`` non-blank, non-# lines of a (gzipped) list, reading no more than needed and
+    never more than MAX_LIST_BYTES decompressed (a gzip bomb is an error, not an out-of-memory)."""
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if raw[:2] == b"\x1f\x8b" else io.BytesIO(raw)
+    lines: list[str] = []
+    seen = 0
+    try:
+        while limit is None or len(lines) < limit:
+            line = stream.readline(1 << 16)
+            if not line:
+                return lines
+            seen += len(line)
+            if seen > MAX_LIST_BYTES:
+                raise DownloadError(f"path list {url} is larger than {MAX_LIST_BYTES >> 20} MiB decompressed")
+            text = line.decode("utf-8").strip()
+            if text and not text.startswith("#"):
+                lines.append(text)
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise DownloadError(f"path list {url} is not valid (gzipped) UTF-8 text: {e}") from None
+    return lines
+
+
 def _fetch_small(url: str, retries: int, backoff: float, timeout: float) -> bytes:
     """Fetch a small resource (a path list) into memory, with the same retry policy as downloads."""
 
     def attempt() -> bytes:
         with _open_http(url, {}, timeout) as resp:
             try:
-                return resp.read()
+                data = resp.read(MAX_LIST_BYTES + 1)
             except (OSError, http.client.HTTPException) as e:
                 raise _Transient(f"read failed: {_describe(e)}") from None
+        if len(data) > MAX_LIST_BYTES:
+            raise _Permanent(f"too_large: more than {MAX_LIST_BYTES >> 20} MiB")
+        return data
 
     try:
         return _retrying(attempt, _Transfer(), retries, backoff, url)
@@ -316,9 +336,13 @@ def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurren
                                        f"destination of {first}", _Transfer())
             continue
         targets[target] = i
-        todo.append((i, target))
+        if _is_complete(item, target):
+            results[i] = DownloadResult(item, target, True, None, 0, False, 0)
+        else:
+            todo.append((i, target))
 
     bar = _Progress(progress, len(items))
+    bar.add_total(sum(_local_size(items[i]) for i, _ in todo))  # http sizes join as responses arrive
     try:
         with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="download") as pool:
             futures = {i: pool.submit(_download_one, items[i], target, retries, backoff, timeout, bar)
@@ -354,10 +378,8 @@ def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float
     state = _Transfer()
     part = target.with_name(target.name + PART_SUFFIX)
     try:
-        if _is_complete(item, target):
-            return DownloadResult(item, target, True, None, 0, False, 0)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if urllib.parse.urlsplit(item.url).scheme.lower() in ("http", "https"):
+        if _is_http(item.url):
             def attempt() -> str:
                 _http_attempt(item, part, state, timeout, bar)
                 return _verify(item, part, state)
@@ -483,7 +505,6 @@ def _copy_local(item: DownloadItem, part: Path, state: _Transfer, bar: _Progress
     except PermissionError:
         raise _Permanent(f"permission_denied: cannot read {src}") from None
     with fin, open(part, "wb") as fout:
-        bar.add_total(os.fstat(fin.fileno()).st_size)
         while chunk := fin.read(CHUNK_BYTES):
             fout.write(chunk)
             state.received += len(chunk)
@@ -523,6 +544,20 @@ def _is_complete(item: DownloadItem, target: Path) -> bool:
                 and (item.sha256 is None or item.sha256 == done["sha256"]))
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def _is_http(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
+
+
+def _local_size(item: DownloadItem) -> int:
+    """Size of a local source (0 for http items or unreadable paths: those report their own errors)."""
+    if _is_http(item.url):
+        return 0
+    try:
+        return _local_path(item.url).stat().st_size
+    except OSError:
+        return 0
 
 
 def _sha256_file(path: Path) -> str:

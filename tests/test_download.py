@@ -317,7 +317,7 @@ def test_duplicate_destinations_are_counted_not_overwritten(server, tmp_path):
     assert not results[1].ok and results[1].reason.startswith("duplicate_name: f.bin")
 
 
-def test_path_list_expands_to_file_urls(server, tmp_path):
+def test_path_list_expands_to_file_urls(server, tmp_path, monkeypatch):
     lines = ["crawl-data/CC-X/segments/1/wet/CC-X-00000.warc.wet.gz",
              "crawl-data/CC-X/segments/1/wet/CC-X-00001.warc.wet.gz",
              "crawl-data/CC-X/segments/2/wet/CC-X-00002.warc.wet.gz"]
@@ -338,6 +338,14 @@ def test_path_list_expands_to_file_urls(server, tmp_path):
     (tmp_path / "local.paths").write_text("\n".join(lines) + "\n")  # plain local list, default base = none
     with pytest.raises(ValueError, match="give it a base_url"):
         expand_items(["local.paths"], tmp_path)
+
+    monkeypatch.setattr(download, "MAX_LIST_BYTES", 1 << 20)  # the real cap is 256 MiB
+    (tmp_path / "bomb.paths.gz").write_bytes(gzip.compress(b"crawl-data/x.gz\n" * 70_000))  # 1.1 MiB
+    with pytest.raises(DownloadError, match="larger than 1 MiB decompressed"):
+        expand_items([{"url": "bomb.paths.gz", "base_url": "http://h/"}], tmp_path)
+    (tmp_path / "bad.paths.gz").write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(DownloadError, match="not valid"):
+        expand_items([{"url": "bad.paths.gz", "base_url": "http://h/"}], tmp_path)
 
 
 @pytest.mark.parametrize("entry,message", [
@@ -383,8 +391,10 @@ def test_stalled_transfer_times_out_and_resumes(server, tmp_path):
 def test_progress_bar_counts_total_bytes(server, tmp_path, capsys):
     server.files["/a.bin"] = BODY
     server.files["/b.bin"] = BODY[:5000]
-    items = [DownloadItem(f"{server.url}/a.bin"), DownloadItem(f"{server.url}/b.bin")]
-    results = download_all(items, tmp_path, backoff=0.0, progress=True)
+    (tmp_path / "local.bin").write_bytes(BODY[:20_000])
+    items = [DownloadItem(f"{server.url}/a.bin"), DownloadItem(f"{server.url}/b.bin"),
+             DownloadItem((tmp_path / "local.bin").as_uri())]
+    results = download_all(items, tmp_path / "dl", backoff=0.0, progress=True)
     assert all(r.ok for r in results)
     final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
-    assert final.startswith("download (2 files): 100%") and "298k/298k" in final
+    assert final.startswith("download (3 files): 100%") and "317k/317k" in final
