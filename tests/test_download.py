@@ -11,6 +11,9 @@ import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +59,11 @@ class Handler(BaseHTTPRequestHandler):
         body = site.files.get(path)
         if rule.startswith("status:"):
             return self.send_error(int(rule.split(":")[1]))
+        if rule.startswith("redirect:"):
+            self.send_response(302)
+            self.send_header("Location", rule.split(":", 1)[1])
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
         if rule == "flaky" and n <= 2:
             return self.send_error(503)
         if rule == "busy" and n == 1:
@@ -80,6 +88,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.end_headers()
         payload = body[start:]
+        if rule == "trickle":  # 10 kB every 20 ms, so a client can be killed mid-transfer
+            for i in range(0, len(payload), 10_000):
+                self.wfile.write(payload[i : i + 10_000])
+                self.wfile.flush()
+                time.sleep(0.02)
+            return
         if rule == "stall_first" and n == 1:
             self.wfile.write(payload[:1000])
             self.wfile.flush()
@@ -156,6 +170,36 @@ def test_run_that_gives_up_keeps_its_part_for_the_next_run(server, tmp_path):
     [second] = download_all([item], tmp_path, retries=0, **FAST)
     assert second.ok and second.resumed and second.bytes == len(BODY) - half
     assert (tmp_path / "big.bin").read_bytes() == BODY
+
+
+def test_redirect_is_followed_and_named_after_the_manifest_url(server, tmp_path):
+    server.files["/mirror/real.bin"] = BODY
+    server.rules["/latest.bin"] = "redirect:/mirror/real.bin"
+    [r] = download_all([DownloadItem(f"{server.url}/latest.bin", SHA)], tmp_path, **FAST)
+    assert r.ok and r.path == tmp_path / "latest.bin" and r.path.read_bytes() == BODY
+
+
+def test_process_killed_mid_transfer_resumes_on_rerun(server, tmp_path):
+    server.files["/slow.bin"] = BODY
+    server.rules["/slow.bin"] = "trickle"
+    item = DownloadItem(f"{server.url}/slow.bin", SHA)
+    code = ("import sys; from pathlib import Path; from pipeline.download import DownloadItem, download_all; "
+            f"download_all([DownloadItem({item.url!r}, {SHA!r})], Path(sys.argv[1]), progress=False)")
+    repo = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=repo,
+                             env={**os.environ, "PYTHONPATH": str(repo)})
+    part = tmp_path / "slow.bin.part"
+    deadline = time.monotonic() + 20
+    while not (part.exists() and part.stat().st_size >= 50_000) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    kept = part.stat().st_size
+    assert 50_000 <= kept < len(BODY) and not (tmp_path / "slow.bin").exists()
+
+    [r] = download_all([item], tmp_path, **FAST)
+    assert r.ok and r.resumed and r.bytes == len(BODY) - kept
+    assert server.requests[-1] == ("/slow.bin", f"bytes={kept}-") and r.path.read_bytes() == BODY
 
 
 def test_part_left_by_an_interrupted_run_is_resumed(server, tmp_path):
