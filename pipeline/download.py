@@ -582,7 +582,7 @@ def _dest_name(item: DownloadItem) -> str:
 def _safe_target(dest_dir: Path, name: str) -> Path:
     """``dest_dir/name`` if it stays inside ``dest_dir`` (no '..', absolute paths or symlink escapes)."""
     unsafe = f"unsafe_name: {name!r} would escape {dest_dir}"
-    if not name or "\x00" in name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+    if not name or re.search(r"[\x00-\x1f]", name) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         raise _Permanent(unsafe)
     parts = re.split(r"[/\\]", name)
     if ".." in parts:

@@ -342,7 +342,7 @@ def test_hostile_names_cannot_escape(server, tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "link").symlink_to(outside)
-    bad_names = ["../x", "/abs/x", "a/../../x", "link/x", "..\\x", "x.part"]
+    bad_names = ["../x", "/abs/x", "a/../../x", "link/x", "..\\x", "x.part", "a\nb"]
     items = [DownloadItem(f"{server.url}/..%2F..%2Fescape.txt")]
     items += [DownloadItem(f"{server.url}/..%2F..%2Fescape.txt", name=n) for n in bad_names]
     results = download_all(items, dest, **FAST)
