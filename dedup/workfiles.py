@@ -1,0 +1,113 @@
+"""Intermediate files of the multi-pass dedup stages, and the first-occurrence rule.
+
+Why: a global dedup decision needs every shard's hashes, but no process may hold the corpus. Each
+pass writes small per-task numpy files under the stage's work folder (atomically: tmp then rename,
+so a killed task leaves nothing a rerun could mistake for its output), partitioned so that the next
+pass reads only its slice. "First" always means smallest (shard rank, document index, line index):
+the order of the input, which does not depend on how many tasks or workers run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def atomic_save(path: str | Path, array: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def atomic_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, mmap: bool = False) -> np.ndarray:
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def part_path(root: Path, part: int, rank: int) -> Path:
+    return Path(root) / f"{part:04d}" / f"{rank:05d}.npy"
+
+
+def partition_of(h: np.ndarray, bits: int) -> np.ndarray:
+    """Top ``bits`` bits of uint64 hashes: the partition a hash belongs to."""
+    if bits == 0:
+        return np.zeros(len(h), dtype=np.int64)
+    return (h >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def write_partitioned(root: Path, rank: int, records: np.ndarray, bits: int, key: str = "h") -> None:
+    """Split ``records`` (structured, in input order) by hash prefix; one file per partition, every
+    partition written (empty ones too) so the next pass can tell a finished task from a missing one."""
+    parts = partition_of(records[key], bits)
+    order = np.argsort(parts, kind="stable")  # stable: input order kept within a partition
+    bounds = np.searchsorted(parts[order], np.arange((1 << bits) + 1))
+    for p in range(1 << bits):
+        atomic_save(part_path(root, p, rank), records[order[bounds[p] : bounds[p + 1]]])
+
+
+def read_partition(root: Path, part: int, ranks: int, dtype: np.dtype) -> np.ndarray:
+    """All tasks' records of one partition, in rank order, with a ``rank`` column added."""
+    chunks = []
+    for rank in range(ranks):
+        path = part_path(root, part, rank)
+        if not path.exists():
+            raise FileNotFoundError(f"dedup work file {path} is missing (an earlier pass did not finish)")
+        arr = load(path)
+        out = np.empty(len(arr), dtype=dtype)
+        out["rank"] = rank
+        for name in arr.dtype.names:
+            out[name] = arr[name]
+        chunks.append(out)
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
+
+
+def first_occurrence(records: np.ndarray, keys: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For records in input order: (is_duplicate mask, index of the group's first record), both in
+    the records' own order. A record is a duplicate when an earlier record has the same ``keys``."""
+    keys = list(keys)
+    n = len(records)
+    if n == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    order = np.lexsort([np.arange(n)] + [records[k] for k in reversed(keys)])
+    srt = records[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = np.zeros(n - 1, dtype=bool)
+    for k in keys:
+        starts[1:] |= srt[k][1:] != srt[k][:-1]
+    group_first = order[np.maximum.accumulate(np.where(starts, np.arange(n), 0))]
+    dup = np.empty(n, dtype=bool)
+    dup[order] = ~starts
+    first = np.empty(n, dtype=np.int64)
+    first[order] = group_first
+    return dup, first
+
+
+def split_by_rank(root: Path, part: int, ranks: int, records: np.ndarray) -> None:
+    """Write ``records`` (with a ``rank`` column) as one file per rank for partition ``part``."""
+    for rank in range(ranks):
+        atomic_save(part_path(root, part, rank), records[records["rank"] == rank])
+
+
+def gather_rank(root: Path, parts: int, rank: int) -> np.ndarray:
+    """Concatenate one rank's files over all partitions (what the final pass of that rank needs)."""
+    chunks = []
+    for p in range(parts):
+        path = part_path(root, p, rank)
+        if not path.exists():
+            raise FileNotFoundError(f"dedup work file {path} is missing (an earlier pass did not finish)")
+        chunks.append(load(path))
+    return np.concatenate(chunks)
