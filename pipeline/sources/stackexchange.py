@@ -205,17 +205,24 @@ class Extractor:
                 yield stream
             return
         members = iter_archive(path, self.limits, select=lambda n: n.rsplit("/", 1)[-1] == POSTS_FILE)
+        posts = None
         try:
             for m in members:
-                if m.reason and not m.name:  # corrupt archive / bomb: nothing usable
-                    raise MemberError(m.reason, m.detail)
+                if m.reason and not m.name:  # corrupt archive / bomb: nothing usable (after Posts.xml:
+                    if posts is None:        # the archive's own trailer, already reported while reading)
+                        raise MemberError(m.reason, m.detail)
+                    continue
                 if m.reason:  # an unsafe member name: accounted for, never read
                     skipped.append(m)
-                    continue
-                with m.open() as stream:
-                    yield stream
-                return
-            yield None
+                elif posts is None:
+                    posts = m
+                    with m.open() as stream:
+                        yield stream
+                else:
+                    m.reason = "duplicate_posts"
+                    skipped.append(m)
+            if posts is None:
+                yield None
         finally:
             members.close()
 
