@@ -5,7 +5,8 @@ has to be the robust one. Transfers stream into ``NAME.part`` and are renamed on
 verified (sha256 when the manifest gives one), so a half-written file is never passed on. Dropped
 connections are retried with exponential backoff + jitter and resumed with an HTTP Range request
 (206 appends; 200 means the server ignored the range, so the part is discarded and rewritten).
-A ``NAME.done.json`` sidecar records url/size/sha256 of each finished file, so a rerun downloads
+A ``.done/NAME.done.json`` sidecar (kept in a hidden tree beside the downloads, so that a repository
+folder contains only the repository's files) records url/size/sha256 of each finished file, so a rerun downloads
 nothing. Names derived from URLs or manifests are sanitised and never resolve outside ``dest_dir``.
 Every item ends as exactly one :class:`DownloadResult` (ok, or failed with a one-line ``reason`` of
 the form ``kind: detail``), so the stage accounts for every input (see :func:`summarize`).
@@ -336,7 +337,7 @@ def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurren
                                        f"destination of {first}", _Transfer())
             continue
         targets[target] = i
-        if _is_complete(item, target):
+        if _is_complete(item, target, _sidecar(dest_dir, target)):
             results[i] = DownloadResult(item, target, True, None, 0, False, 0)
         else:
             todo.append((i, target))
@@ -345,7 +346,8 @@ def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurren
     bar.add_total(sum(_local_size(items[i]) for i, _ in todo))  # http sizes join as responses arrive
     try:
         with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="download") as pool:
-            futures = {i: pool.submit(_download_one, items[i], target, retries, backoff, timeout, bar)
+            futures = {i: pool.submit(_download_one, items[i], target, retries, backoff, timeout, bar,
+                                      _sidecar(dest_dir, target))
                        for i, target in todo}
             for i, fut in futures.items():
                 results[i] = fut.result()
@@ -374,7 +376,7 @@ def summarize(results: list[DownloadResult]) -> dict:
 
 
 def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float, timeout: float,
-                  bar: _Progress) -> DownloadResult:
+                  bar: _Progress, sidecar: Path) -> DownloadResult:
     state = _Transfer()
     part = target.with_name(target.name + PART_SUFFIX)
     try:
@@ -387,7 +389,7 @@ def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float
         else:
             _copy_local(item, part, state, bar)
             digest = _verify(item, part, state)
-        _commit(item, part, target, digest)
+        _commit(item, part, target, digest, sidecar)
         return DownloadResult(item, target, True, None, state.received, state.resumed, state.attempts)
     except _Permanent as e:
         if not str(e).startswith("network:"):  # keep a part only where a later run can resume it
@@ -526,20 +528,30 @@ def _verify(item: DownloadItem, part: Path, state: _Transfer) -> str:
     return digest
 
 
-def _commit(item: DownloadItem, part: Path, target: Path, digest: str) -> None:
+DONE_DIR = ".done"
+
+
+def _sidecar(dest_dir: Path, target: Path) -> Path:
+    """Where the ``.done.json`` record of ``target`` lives: a hidden mirror tree under ``dest_dir``."""
+    rel = target.relative_to(dest_dir)
+    return dest_dir / DONE_DIR / rel.parent / (rel.name + DONE_SUFFIX)
+
+
+def _commit(item: DownloadItem, part: Path, target: Path, digest: str, sidecar_path: Path) -> None:
     """Rename the verified ``part`` into place, then record it in the ``.done.json`` sidecar."""
     size = part.stat().st_size
     os.replace(part, target)
     sidecar = {"url": item.url, "size": size, "sha256": digest}
-    tmp = target.with_name(target.name + DONE_SUFFIX + ".tmp")
+    sidecar_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sidecar_path.with_name(sidecar_path.name + ".tmp")
     tmp.write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target.with_name(target.name + DONE_SUFFIX))
+    os.replace(tmp, sidecar_path)
 
 
-def _is_complete(item: DownloadItem, target: Path) -> bool:
+def _is_complete(item: DownloadItem, target: Path, sidecar_path: Path) -> bool:
     """True when ``target`` was finished by an earlier run for the same url (and sha256, if given)."""
     try:
-        done = json.loads(target.with_name(target.name + DONE_SUFFIX).read_text(encoding="utf-8"))
+        done = json.loads(sidecar_path.read_text(encoding="utf-8"))
         return (done["url"] == item.url and target.is_file() and target.stat().st_size == done["size"]
                 and (item.sha256 is None or item.sha256 == done["sha256"]))
     except (OSError, ValueError, KeyError, TypeError):

@@ -144,7 +144,7 @@ def test_plain_download_writes_file_and_sidecar(server, tmp_path):
     [r] = download_all([DownloadItem(f"{server.url}/data/a.bin", SHA)], tmp_path / "dl", **FAST)
     assert r.ok and r.reason is None and r.attempts == 1 and not r.resumed
     assert r.path == tmp_path / "dl" / "a.bin" and r.path.read_bytes() == BODY and r.bytes == len(BODY)
-    done = json.loads((tmp_path / "dl" / "a.bin.done.json").read_text())
+    done = json.loads((tmp_path / "dl" / ".done" / "a.bin.done.json").read_text())
     assert done == {"url": f"{server.url}/data/a.bin", "size": len(BODY), "sha256": SHA}
     assert _leftovers(tmp_path) == []
 
