@@ -114,7 +114,7 @@ class WikitextRenderer:
         if isinstance(node, ExternalLink):
             return self._nodes(node.title) if node.title is not None else ""
         if isinstance(node, Heading):
-            return f"\n\n{self._nodes(node.title).strip()}\n"
+            return f"\n\n{self._nodes(node.title).strip()}"  # its line break follows as Text
         if isinstance(node, HTMLEntity):
             return node.normalize()
         if isinstance(node, Tag):
@@ -236,7 +236,7 @@ class DumpReader:
         parser.EntityDeclHandler = refuse_entities
         parser.buffer_text = True
         while True:
-            chunk = stream.read(self._CHUNK)
+            chunk = stream.read1(self._CHUNK)  # read1: a late error must not discard earlier bytes
             try:
                 parser.Parse(chunk, not chunk)
             except expat.ExpatError as exc:
