@@ -111,12 +111,12 @@ def detect_licence(text: str) -> str:
     return spdx
 
 
-def repo_licence(texts: list[str]) -> str:
+def repo_licence(texts: list[str], kept_licences=KEPT_LICENCES) -> str:
     """The repository's verdict: a kept id only if every licence file is kept, else the first other."""
     if not texts:
         return "none"
     found = [detect_licence(t) for t in texts]
-    bad = [f for f in found if f not in KEPT_LICENCES]
+    bad = [f for f in found if f not in kept_licences]
     return bad[0] if bad else found[0]
 
 
@@ -258,6 +258,7 @@ class Extractor:
              for e in allow} if allow else dict(LANGUAGES)
         )
         self.strip_headers = bool(params.get("strip_headers", True))
+        self.kept_licences = frozenset(s.lower() for s in params.get("licences", KEPT_LICENCES))
 
     def accepts(self, path: pathlib.Path) -> bool:
         return path.is_dir() or archive_format(path) is not None
@@ -267,10 +268,10 @@ class Extractor:
         cap = self.limits.max_member_bytes
         if path.is_dir():
             repo, files = path.name, _walk_folder(path, cap)
-            licence = repo_licence(_folder_licences(path, cap))
+            licence = repo_licence(_folder_licences(path, cap), self.kept_licences)
         elif archive_format(path):
             prefix, texts = _archive_survey(path, self.limits)
-            repo, files, licence = archive_stem(path), self._archive_files(path, prefix), repo_licence(texts)
+            repo, files, licence = archive_stem(path), self._archive_files(path, prefix), repo_licence(texts, self.kept_licences)
         else:
             yield unreadable(path, Unreadable("not a repository folder or archive"), SOURCE)
             return
@@ -292,7 +293,7 @@ class Extractor:
         meta = {"repo": repo, "path": f.path, "licence": licence}
         if f.reason:
             return excluded(doc_id, f.reason, **meta)
-        if licence not in KEPT_LICENCES:
+        if licence not in self.kept_licences:
             return excluded(doc_id, f"licence:{licence}", **meta)
         if "/" not in f.path and LICENCE_FILE.match(f.path):
             return excluded(doc_id, "licence_file", **meta)  # the licence text itself is boilerplate
