@@ -187,3 +187,27 @@ def test_macro_bomb_is_capped(tmp_path):
     defs = "".join(f"\\newcommand{{\\m{chr(97 + i)}}}{{\\m{chr(98 + i)}\\m{chr(98 + i)}}}\n" for i in range(20))
     doc = _one(_paper(tmp_path, "\\section{A}\n\\ma\n", preamble=defs), max_member_bytes=100_000)
     assert "reason" not in doc.metadata and len(doc.text) <= 100_000
+
+
+def test_bulk_tar_of_gzipped_papers(tmp_path):
+    """arXiv's S3 bulk tars hold <yymm>/<id>.gz: a gzipped tar of sources or a gzipped .tex."""
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w") as tar:
+        for name, data in {"main.tex": (PREAMBLE + "\\begin{document}\\input{s}\\end{document}").encode(),
+                           "s.tex": b"\\section{One}\nfrom a tarred paper\n", "../x.tex": b"evil"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    single = (PREAMBLE + "\\begin{document}\\section{Two}\nfrom a gzipped tex\n\\end{document}").encode()
+    bulk = _tar(tmp_path / "arXiv_src_2101_001.tar", {
+        "2101/2101.00001.gz": gzip.compress(inner.getvalue()),
+        "2101/2101.00002.gz": gzip.compress(single),
+        "2101/2101.00003.pdf": b"%PDF-1.4",
+        "2101/2101.00004.gz": gzip.compress(single)[:-10],
+    })
+    docs = _docs(bulk)
+    assert [(d.id, d.metadata.get("reason")) for d in docs] == [
+        ("2101.00001/../x.tex", "unsafe_path"), ("2101.00001", None), ("2101.00002", None),
+        ("2101.00003", "no_source"), ("2101.00004", "truncated:gzip")]
+    assert docs[1].text == "\\section{One}\nfrom a tarred paper\n" and docs[1].metadata["main_file"] == "main.tex"
+    assert docs[2].text == "\\section{Two}\nfrom a gzipped tex\n"

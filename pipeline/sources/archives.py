@@ -220,7 +220,7 @@ def _iter_tar(path: pathlib.Path, limits: ArchiveLimits, select: Select) -> Iter
     # which tarfile's own stream mode would take for a clean end; "r|" reads it forward only.
     try:
         with open_path(path, max_expanded=limits.max_total_bytes + _TAR_SLACK) as stream:
-            yield from _iter_tar_stream(stream, limits, select)
+            yield from iter_tar_stream(stream, limits, select)
     except SafeIOError as exc:  # opening failed (unreadable file)
         yield Member("", reason="corrupt:tar", detail=str(exc))
 
@@ -234,7 +234,9 @@ def _tar_failure(exc: BaseException) -> Member:
     return Member("", reason="corrupt:tar", detail=str(exc))
 
 
-def _iter_tar_stream(stream: BinaryIO, limits: ArchiveLimits, select: Select) -> Iterator[Member]:
+def iter_tar_stream(stream: BinaryIO, limits: ArchiveLimits, select: Select | None = None) -> Iterator[Member]:
+    """Members of an (already decompressed) tar stream, e.g. a tar nested inside another archive."""
+    select = select or _all
     budget = _Budget(limits)
     try:
         tar = tarfile.open(fileobj=stream, mode="r|")

@@ -6,8 +6,10 @@ only argument-free macros; this one expands macros with arguments (``#1``..``#9`
 argument with a default, nested braces), repeatedly until nothing changes, with a depth cap that
 stops self-recursive definitions.
 
-Input: a ``.tex`` file (or ``.tex.gz``) or a ``.tar[.gz]``/``.zip`` of one paper's sources, read in
-memory (``archives``), never extracted. Processing order for a paper:
+Input: a ``.tex`` file (or ``.tex.gz``), a ``.tar[.gz]``/``.zip`` of one paper's sources, or an arXiv
+bulk tar (``arXiv_src_*.tar``, or any tar whose first file is ``*.gz``) holding ``<id>.gz`` papers (each
+a gzipped tar of sources or a gzipped ``.tex``; ``<id>.pdf`` -> ``no_source``); all read in memory
+(``archives``), never extracted. Processing order for a paper:
 
 1. main file = a ``.tex`` with ``\\documentclass`` and ``\\begin{document}``; ties -> the largest
    (none -> ``no_main``);
@@ -26,8 +28,9 @@ memory (``archives``), never extracted. Processing order for a paper:
 
 from __future__ import annotations
 
-import posixpath
+import io
 import pathlib
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -35,9 +38,11 @@ from typing import Iterator
 from datatrove.data import Document
 from loguru import logger
 
-from pipeline.sources.archives import ArchiveLimits, MemberError, archive_format, archive_stem, iter_archive
+from pipeline.sources.archives import (
+    ArchiveLimits, MemberError, archive_format, archive_stem, iter_archive, iter_tar_stream,
+)
 from pipeline.sources.records import excluded, kept, unreadable
-from pipeline.sources.safeio import SafeIOError, decode_utf8, open_path, read_capped
+from pipeline.sources.safeio import SafeIOError, decode_utf8, open_path, open_stream, read_capped
 
 SOURCE = "arxiv"
 TEX_SUFFIXES = (".tex", ".ltx")
@@ -402,6 +407,18 @@ class Paper:
     utf8_errors: int = 0
 
 
+BULK_PREFIX = "arXiv_src_"
+
+
+def _tex_file(name: str) -> bool:
+    return name.lower().endswith(TEX_SUFFIXES)
+
+
+def _paper_or_source_file(name: str) -> bool:
+    """Members worth reading: ``.tex`` sources, and a bulk tar's ``.gz`` / ``.pdf`` papers."""
+    return name.lower().endswith(TEX_SUFFIXES + (".gz", ".pdf"))
+
+
 def paper_id_of(path: pathlib.Path) -> str:
     """``2101.00001.tar.gz`` / ``2101.00001.tex(.gz)`` -> ``2101.00001`` (arXiv ids contain dots)."""
     if archive_format(path):
@@ -426,32 +443,84 @@ class Extractor:
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)
-        paper = Paper(paper_id_of(path), {})
         if archive_format(path):
-            failure = None
-            for m in iter_archive(path, self.limits, select=lambda n: n.lower().endswith(TEX_SUFFIXES)):
-                if not m.name:
-                    failure = m
+            yield from self._from_archive(path)
+            return
+        paper = Paper(paper_id_of(path), {})
+        try:
+            with open_path(path, max_expanded=self.limits.max_member_bytes) as stream:
+                self._add(paper, path.name.removesuffix(".gz"), read_capped(stream, self.limits.max_member_bytes))
+        except SafeIOError as exc:
+            yield unreadable(path, exc, SOURCE, paper_id=paper.paper_id)
+            return
+        yield self.convert(paper)
+
+    def _from_archive(self, path: pathlib.Path) -> Iterator[Document]:
+        """One paper's sources, or an arXiv bulk tar (``arXiv_src_*.tar``) of ``<id>.gz`` papers."""
+        paper = Paper(paper_id_of(path), {})
+        members = iter_archive(path, self.limits, select=_paper_or_source_file)
+        bulk = None
+        for m in members:
+            if m.name and not m.reason and bulk is None:
+                bulk = path.name.startswith(BULK_PREFIX) or m.name.lower().endswith(".gz")
+            if bulk and m.name:
+                yield from self._bulk_member(m)
+                continue
+            if not m.name:
+                yield from self._unreadable_rest(path, paper, m)
+                if not paper.files:
+                    return
+                break
+            if m.name.lower().endswith(TEX_SUFFIXES) or m.reason:
+                yield from self._collect(paper, m)
+        if not bulk:
+            yield self.convert(paper)
+
+    def _collect(self, paper: Paper, m) -> Iterator[Document]:
+        """Add one ``.tex`` member to ``paper``; yields it as excluded when it is unusable."""
+        if m.reason:
+            yield excluded(f"{paper.paper_id}/{m.name}", m.reason, paper_id=paper.paper_id)
+            return
+        try:
+            self._add(paper, m.name, m.read())
+        except SafeIOError as exc:
+            yield excluded(f"{paper.paper_id}/{m.name}", exc.reason, paper_id=paper.paper_id)
+
+    def _unreadable_rest(self, path: pathlib.Path, paper: Paper, failure) -> Iterator[Document]:
+        if not paper.files:  # nothing read: the whole file is one excluded record
+            yield unreadable(path, MemberError(failure.reason, failure.detail), SOURCE, paper_id=paper.paper_id)
+        else:  # the readable part may still hold the paper; one record for the rest
+            yield excluded(f"{paper.paper_id}/#rest", failure.reason, paper_id=paper.paper_id)
+
+    def _bulk_member(self, m) -> Iterator[Document]:
+        """A member of a bulk tar: ``<yymm>/<id>.gz`` is a gzipped tar of sources or a gzipped
+        ``.tex``; ``<id>.pdf`` is a paper without sources."""
+        paper_id = m.name.rsplit("/", 1)[-1]
+        for suffix in (".gz", ".pdf"):
+            paper_id = paper_id.removesuffix(suffix)
+        if m.reason:
+            yield excluded(m.name, m.reason, paper_id=paper_id)
+            return
+        if not m.name.lower().endswith(".gz"):
+            yield excluded(paper_id, "no_source" if m.name.lower().endswith(".pdf") else "not_paper", paper_id=paper_id)
+            return
+        paper = Paper(paper_id, {})
+        try:
+            with m.open() as packed, open_stream(packed, max_expanded=self.limits.max_member_bytes) as stream:
+                data = read_capped(stream, self.limits.max_member_bytes)
+        except SafeIOError as exc:
+            yield excluded(paper_id, exc.reason, paper_id=paper_id)
+            return
+        if data[257:262] == b"ustar":  # a tar of the paper's sources
+            for inner in iter_tar_stream(io.BytesIO(data), self.limits, select=_tex_file):
+                if not inner.name:
+                    yield from self._unreadable_rest(pathlib.Path(paper_id), paper, inner)
+                    if not paper.files:
+                        return
                     break
-                if m.reason:
-                    yield excluded(f"{paper.paper_id}/{m.name}", m.reason, paper_id=paper.paper_id)
-                    continue
-                try:
-                    self._add(paper, m.name, m.read())
-                except SafeIOError as exc:
-                    yield excluded(f"{paper.paper_id}/{m.name}", exc.reason, paper_id=paper.paper_id)
-            if failure is not None and not paper.files:
-                yield unreadable(path, MemberError(failure.reason, failure.detail), SOURCE, paper_id=paper.paper_id)
-                return
-            if failure is not None:  # the readable part may still hold the paper; note the rest
-                yield excluded(f"{paper.paper_id}/#rest", failure.reason, paper_id=paper.paper_id)
+                yield from self._collect(paper, inner)
         else:
-            try:
-                with open_path(path, max_expanded=self.limits.max_member_bytes) as stream:
-                    self._add(paper, path.name.removesuffix(".gz"), read_capped(stream, self.limits.max_member_bytes))
-            except SafeIOError as exc:
-                yield unreadable(path, exc, SOURCE, paper_id=paper.paper_id)
-                return
+            self._add(paper, f"{paper_id}.tex", data)
         yield self.convert(paper)
 
     def _add(self, paper: Paper, name: str, data: bytes) -> None:
