@@ -3,7 +3,6 @@ arguments, hostile sources. Golden tests run on the real LaTeX in data/sample/ar
 
 import gzip
 import io
-import os
 import pathlib
 import tarfile
 

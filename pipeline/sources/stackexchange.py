@@ -33,6 +33,7 @@ from typing import BinaryIO, Iterator
 
 from datatrove.data import Document
 from loguru import logger
+from resiliparse.extract.html2text import extract_plain_text
 
 from pipeline.sources.archives import ArchiveLimits, MemberError, archive_format, archive_stem, iter_archive
 from pipeline.sources.records import excluded, kept, unreadable
@@ -98,8 +99,6 @@ def site_name(path: pathlib.Path) -> str:
 
 def html_to_text(html: str) -> str:
     """Visible text of a post body, code blocks and paragraph breaks kept."""
-    from resiliparse.extract.html2text import extract_plain_text
-
     if "<" not in html and "&" not in html:
         return html.strip()
     return extract_plain_text(html, preserve_formatting=True, main_content=False, links=False,
