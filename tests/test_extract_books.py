@@ -129,3 +129,11 @@ def test_accepts_and_params(tmp_path):
     assert ex.accepts(tmp_path / "a.txt") and not ex.accepts(tmp_path / "a.epub") and not ex.accepts(tmp_path)
     with pytest.raises(ValueError, match="unknown extract param"):
         make_extractor({"strip": True})
+
+
+def test_symlinks_are_not_inputs(tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text(BODY)
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert BooksExtractor().accepts(target) and not BooksExtractor().accepts(link)

@@ -17,7 +17,7 @@ from typing import Iterator
 from datatrove.data import Document
 
 from pipeline.sources import safeio
-from pipeline.sources.records import construct, excluded, kept, unreadable
+from pipeline.sources.records import construct, excluded, is_input_file, kept, unreadable
 
 SOURCE = "books"
 SUFFIXES = (".txt", ".txt.gz", ".txt.bz2", ".txt.xz", ".txt.zst")
@@ -110,7 +110,7 @@ class BooksExtractor:
         self.max_expanded_bytes = int(max_expanded_bytes)
 
     def accepts(self, path: pathlib.Path) -> bool:
-        return path.is_file() and path.name.endswith(SUFFIXES)
+        return is_input_file(pathlib.Path(path), SUFFIXES)
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)

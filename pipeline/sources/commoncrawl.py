@@ -24,7 +24,7 @@ from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
 from pipeline.sources import safeio
-from pipeline.sources.records import construct, excluded, kept, unreadable
+from pipeline.sources.records import construct, excluded, is_input_file, kept, unreadable
 
 SOURCE = "commoncrawl"
 SUFFIXES = (".warc", ".warc.gz", ".warc.zst", ".wet", ".wet.gz", ".wet.zst")  # not ARC: FastWARC reads WARC only
@@ -82,7 +82,7 @@ class CommonCrawlExtractor:
         self._to_text = _HTML_TO_TEXT[extractor]
 
     def accepts(self, path: pathlib.Path) -> bool:
-        return path.is_file() and path.name.endswith(SUFFIXES)
+        return is_input_file(pathlib.Path(path), SUFFIXES)
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)
@@ -119,6 +119,8 @@ class CommonCrawlExtractor:
         if rtype == WarcRecordType.conversion:
             meta["content_type"] = record.headers.get("Content-Type")
             meta["extractor"] = "wet"
+            if record.headers.get("WARC-Identified-Content-Language"):  # CC's CLD2 guess, since 2018
+                meta["cc_languages"] = record.headers.get("WARC-Identified-Content-Language")
             return self._wet_document(record, doc_id, meta)
         if rtype != WarcRecordType.response:
             return excluded(doc_id, f"warc:{rtype}", **meta)

@@ -46,3 +46,8 @@ def construct(cls, params: dict | None, source: str):
     if unknown:
         raise ValueError(f"{source}: unknown extract param(s) {unknown}; known: {known}")
     return cls(**params)
+
+
+def is_input_file(path: pathlib.Path, suffixes: tuple[str, ...]) -> bool:
+    """A regular file (symlinks are never followed) whose name ends with one of `suffixes`."""
+    return path.is_file() and not path.is_symlink() and path.name.endswith(suffixes)

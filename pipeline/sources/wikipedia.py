@@ -38,7 +38,7 @@ from mwparserfromhell.nodes import (
 )
 
 from pipeline.sources import safeio
-from pipeline.sources.records import construct, excluded, kept, unreadable
+from pipeline.sources.records import construct, excluded, is_input_file, kept, unreadable
 
 SOURCE = "wikipedia"
 SUFFIXES = (".xml", ".xml.bz2", ".xml.gz", ".xml.xz", ".xml.zst")
@@ -262,7 +262,7 @@ class WikipediaExtractor:
         self.max_expanded_bytes = int(max_expanded_bytes)
 
     def accepts(self, path: pathlib.Path) -> bool:
-        return path.is_file() and path.name.endswith(SUFFIXES)
+        return is_input_file(pathlib.Path(path), SUFFIXES)
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)
@@ -314,10 +314,13 @@ class WikipediaExtractor:
         wikitext = "".join(page.text_parts)
         if wikitext.lstrip()[:9].lower() == "#redirect":
             return excluded(doc_id, "redirect", **meta)
-        wikicode = mwparserfromhell.parse(_PRE_STRIP.sub("", wikitext))
-        if is_disambiguation(wikicode):
-            return excluded(doc_id, "disambiguation", **meta)
-        text, surrogates = safeio.replace_surrogates(renderer.render(wikicode))
+        try:
+            wikicode = mwparserfromhell.parse(_PRE_STRIP.sub("", wikitext))
+            if is_disambiguation(wikicode):
+                return excluded(doc_id, "disambiguation", **meta)
+            text, surrogates = safeio.replace_surrogates(renderer.render(wikicode))
+        except (mwparserfromhell.parser.ParserError, RecursionError) as exc:  # this page only
+            return excluded(doc_id, "parse_error", error=str(exc)[:200], **meta)
         if surrogates:
             meta["utf8_errors"] = surrogates
         if not text:
