@@ -17,7 +17,7 @@ from typing import Iterator
 from datatrove.data import Document
 
 from pipeline.sources import safeio
-from pipeline.sources.records import construct, excluded, is_input_file, kept, unreadable
+from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "books"
 SUFFIXES = (".txt", ".txt.gz", ".txt.bz2", ".txt.xz", ".txt.zst")
@@ -98,19 +98,10 @@ def decode_book(data: bytes) -> tuple[str, int]:
     return text, errors
 
 
-class BooksExtractor:
+class BooksExtractor(FileExtractor):
     """Extractor (see pipeline/extract.py contract) for Project Gutenberg `.txt` books."""
 
-    def __init__(
-        self,
-        max_record_bytes: int = safeio.DEFAULT_MAX_RECORD,
-        max_expanded_bytes: int = safeio.DEFAULT_MAX_EXPANDED,
-    ):
-        self.max_record_bytes = int(max_record_bytes)
-        self.max_expanded_bytes = int(max_expanded_bytes)
-
-    def accepts(self, path: pathlib.Path) -> bool:
-        return is_input_file(pathlib.Path(path), SUFFIXES)
+    suffixes = SUFFIXES
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)

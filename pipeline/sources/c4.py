@@ -16,7 +16,7 @@ from typing import Iterator
 from datatrove.data import Document
 
 from pipeline.sources import safeio
-from pipeline.sources.records import construct, excluded, is_input_file, kept, unreadable
+from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "c4"
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".json.zst", ".jsonl.zst")
@@ -29,19 +29,10 @@ def _file_stem(name: str) -> str:
     return name
 
 
-class C4Extractor:
+class C4Extractor(FileExtractor):
     """Extractor (see pipeline/extract.py contract) for C4 JSON-lines files."""
 
-    def __init__(
-        self,
-        max_record_bytes: int = safeio.DEFAULT_MAX_RECORD,
-        max_expanded_bytes: int = safeio.DEFAULT_MAX_EXPANDED,
-    ):
-        self.max_record_bytes = int(max_record_bytes)
-        self.max_expanded_bytes = int(max_expanded_bytes)
-
-    def accepts(self, path: pathlib.Path) -> bool:
-        return is_input_file(pathlib.Path(path), SUFFIXES)
+    suffixes = SUFFIXES
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)

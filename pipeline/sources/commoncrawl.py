@@ -24,7 +24,7 @@ from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
 from pipeline.sources import safeio
-from pipeline.sources.records import construct, excluded, is_input_file, kept, unreadable
+from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "commoncrawl"
 SUFFIXES = (".warc", ".warc.gz", ".warc.zst", ".wet", ".wet.gz", ".wet.zst")  # not ARC: FastWARC reads WARC only
@@ -63,8 +63,10 @@ def decode_html(body: bytes, declared_charset: str | None) -> tuple[str, str, in
     return bytes_to_str(body, charset, errors="replace"), charset, 0
 
 
-class CommonCrawlExtractor:
+class CommonCrawlExtractor(FileExtractor):
     """Extractor (see pipeline/extract.py contract) for `*.warc[.gz]` and `*.wet[.gz]` files."""
+
+    suffixes = SUFFIXES
 
     def __init__(
         self,
@@ -77,12 +79,8 @@ class CommonCrawlExtractor:
             raise ValueError(f"commoncrawl: extractor must be one of {EXTRACTORS}, got {extractor!r}")
         self.extractor = extractor
         self.main_content = main_content
-        self.max_record_bytes = int(max_record_bytes)
-        self.max_expanded_bytes = int(max_expanded_bytes)
+        super().__init__(max_record_bytes, max_expanded_bytes)
         self._to_text = _HTML_TO_TEXT[extractor]
-
-    def accepts(self, path: pathlib.Path) -> bool:
-        return is_input_file(pathlib.Path(path), SUFFIXES)
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)

@@ -13,7 +13,7 @@ import pathlib
 from datatrove.data import Document
 from loguru import logger
 
-from pipeline.sources.safeio import reason_for
+from pipeline.sources.safeio import DEFAULT_MAX_EXPANDED, DEFAULT_MAX_RECORD, reason_for
 
 
 def kept(doc_id: str, text: str, **metadata) -> Document:
@@ -51,3 +51,18 @@ def construct(cls, params: dict | None, source: str):
 def is_input_file(path: pathlib.Path, suffixes: tuple[str, ...]) -> bool:
     """A regular file (symlinks are never followed) whose name ends with one of `suffixes`."""
     return path.is_file() and not path.is_symlink() and path.name.endswith(suffixes)
+
+
+class FileExtractor:
+    """Base of the one-file-per-input extractors: the size caps every one takes as extract
+    params (`max_record_bytes`: one record/line/page/book, expanded; `max_expanded_bytes`: one
+    whole decompressed file) and `accepts` by file-name suffix."""
+
+    suffixes: tuple[str, ...] = ()
+
+    def __init__(self, max_record_bytes: int = DEFAULT_MAX_RECORD, max_expanded_bytes: int = DEFAULT_MAX_EXPANDED):
+        self.max_record_bytes = int(max_record_bytes)
+        self.max_expanded_bytes = int(max_expanded_bytes)
+
+    def accepts(self, path: pathlib.Path) -> bool:
+        return is_input_file(pathlib.Path(path), self.suffixes)

@@ -38,7 +38,7 @@ from mwparserfromhell.nodes import (
 )
 
 from pipeline.sources import safeio
-from pipeline.sources.records import construct, excluded, is_input_file, kept, unreadable
+from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "wikipedia"
 SUFFIXES = (".xml", ".xml.bz2", ".xml.gz", ".xml.xz", ".xml.zst")
@@ -248,8 +248,10 @@ class DumpReader:
                 return
 
 
-class WikipediaExtractor:
+class WikipediaExtractor(FileExtractor):
     """Extractor (see pipeline/extract.py contract) for MediaWiki XML dumps."""
+
+    suffixes = SUFFIXES
 
     def __init__(
         self,
@@ -258,11 +260,7 @@ class WikipediaExtractor:
         max_expanded_bytes: int = safeio.DEFAULT_MAX_EXPANDED,
     ):
         self.languages = {str(lang) for lang in languages}
-        self.max_record_bytes = int(max_record_bytes)
-        self.max_expanded_bytes = int(max_expanded_bytes)
-
-    def accepts(self, path: pathlib.Path) -> bool:
-        return is_input_file(pathlib.Path(path), SUFFIXES)
+        super().__init__(max_record_bytes, max_expanded_bytes)
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)
