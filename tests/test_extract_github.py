@@ -206,3 +206,14 @@ def test_archive_repository_hostile_members_and_truncation(tmp_path):
     garbage = tmp_path / "garbage.tar.gz"
     garbage.write_bytes(b"\x1f\x8b\x08" + os.urandom(200))
     assert [(d.id, d.metadata["reason"]) for d in _run(garbage)[0]] == [("garbage.tar.gz", "corrupt:tar")]
+
+
+def test_params_and_symlinked_entries(tmp_path):
+    with pytest.raises(ValueError, match="unknown extract param"):
+        make_extractor({"licenses": ["mit"]})  # a typo must not silently mean "default licences"
+    repo = _write_repo(tmp_path / "r", MIT_TEXT, {"a.py": b"x = 1\n"})
+    os.symlink(repo, tmp_path / "alias")
+    assert make_extractor({}).accepts(repo) and not make_extractor({}).accepts(tmp_path / "alias")
+    from pipeline.sources.github import bench_github
+
+    assert bench_github(repo) == (2, len(MIT_TEXT) + 6)

@@ -59,13 +59,6 @@ class ArchiveLimits:
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
 
-    @classmethod
-    def from_params(cls, params: dict | None) -> "ArchiveLimits":
-        params = params or {}
-        return cls(
-            max_member_bytes=int(params.get("max_member_bytes", DEFAULT_MAX_MEMBER_BYTES)),
-            max_total_bytes=int(params.get("max_archive_bytes", DEFAULT_MAX_TOTAL_BYTES)),
-        )
 
 
 class MemberError(SafeIOError):
