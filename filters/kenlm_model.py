@@ -70,23 +70,20 @@ class LanguageModel:
     def __getstate__(self):
         return {"sp_path": self.sp_path, "lm_path": self.lm_path, "_sp": None, "_lm": None}
 
-    def _load(self):
-        import kenlm
-        import sentencepiece as spm
-
-        self._sp = spm.SentencePieceProcessor(model_file=self.sp_path)
-        self._lm = kenlm.Model(self.lm_path)
-
     def pieces(self, lines: list[str]) -> list[str]:
         """Each line as space-separated SentencePiece pieces (the tokens KenLM sees)."""
         if self._sp is None:
-            self._load()
+            import sentencepiece as spm
+
+            self._sp = spm.SentencePieceProcessor(model_file=self.sp_path)
         return [" ".join(p) for p in self._sp.encode(lines, out_type=str)] if lines else []
 
     def log_score(self, text: str) -> tuple[float, int]:
         """(sum of log10 P over lines, number of tokens incl. one </s> per line)."""
         if self._lm is None:
-            self._load()
+            import kenlm
+
+            self._lm = kenlm.Model(self.lm_path)
         total, n_tokens = 0.0, 0
         score = self._lm.score
         for line in self.pieces(normalized_lines(text)):

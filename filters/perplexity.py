@@ -55,7 +55,7 @@ class LMStage(ModelStage):
 
     def _collect(self, io: StageIO, inputs: dict[str, list[Path]], languages: list[str]) -> dict[str, list[str]]:
         """Normalised lines of up to ``max_docs`` documents per wanted language (and doc counts)."""
-        from filters.langid import load_fasttext
+        from filters.fasttext_filter import load_fasttext
         from filters.lid_model import lid_model_path
 
         max_docs = int(self.params.get("max_docs", 200_000))

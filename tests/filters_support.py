@@ -27,8 +27,8 @@ ENWIKI = SAMPLE / "wikipedia" / "enwiki-20160501-pages-articles-sample.xml.bz2"
 
 
 @functools.cache
-def wiki_articles(path: Path = ENWIKI, min_chars: int = 500) -> tuple[str, ...]:
-    """Plain text of the real articles (not redirects) of a MediaWiki export, markup stripped."""
+def wiki_articles(limit: int = 10_000, path: Path = ENWIKI, min_chars: int = 500) -> tuple[str, ...]:
+    """Plain text of the first ``limit`` real articles (not redirects) of a MediaWiki export."""
     import mwparserfromhell
 
     if not path.is_file():
@@ -47,6 +47,8 @@ def wiki_articles(path: Path = ENWIKI, min_chars: int = 500) -> tuple[str, ...]:
             text = "\n".join(line.strip() for line in text.splitlines() if len(line.split()) >= 5)
             if len(text) >= min_chars:
                 texts.append(text)
+                if len(texts) >= limit:
+                    break
     return tuple(texts)
 
 

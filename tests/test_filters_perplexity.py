@@ -1,0 +1,108 @@
+"""CCNet's perplexity filter: a real SentencePiece + 5-gram KenLM (lmplz) trained on real Wikipedia."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from filters.kenlm_model import LanguageModel, available_languages
+from filters.normalize import normalize
+from filters.perplexity import LMStage, bucket_of
+from filters_support import book_paragraphs, make_doc, outputs, wiki_articles, write_docs
+from pipeline.executors import make_executor
+from pipeline.stages import StageIO
+from pipeline.standalone import run_standalone
+
+N_TRAIN = 60  # articles the LM is trained on; the next N_HELD are held out
+N_HELD = 20
+pytestmark = pytest.mark.slow  # trains SentencePiece + lmplz once (~15 s of CPU)
+
+
+def wiki(start: int, stop: int) -> tuple[str, ...]:
+    return wiki_articles(N_TRAIN + N_HELD)[start:stop]
+
+
+def held_out_paragraphs(n: int = 10) -> list[str]:
+    """The first long paragraph (>= 40 words: prose, not a list) of held-out articles."""
+    out = []
+    for article in wiki(N_TRAIN, N_TRAIN + N_HELD):
+        long = [line for line in article.split("\n") if len(line.split()) >= 40]
+        out.extend(long[:1])
+    assert len(out) >= n
+    return out[:n]
+
+
+def test_normalize_is_ccnet_like():
+    assert normalize("Élève “Naïve” — 2023 café…\u200b\x07") == 'eleve "naive"  -  0000 cafe...'
+    assert normalize("ＡＢＣ１２，Straße") == "abc00,straße"
+
+
+@pytest.fixture(scope="module")
+def lm_root(tmp_path_factory):
+    """Train the lm model stage once (as the runner would) on the sample's English Wikipedia."""
+    root = tmp_path_factory.mktemp("profile")
+    folder = write_docs(root / "extract" / "wikipedia", [make_doc(f"w{i}", t, "wikipedia", language="en") for i, t in enumerate(wiki(0, N_TRAIN))])
+    stage = LMStage({"languages": ["en", "de"], "order": 5, "sp_vocab_size": 2000, "min_docs": 20})
+    io = StageIO("lm", "*", stage.params, None, root / "models" / "lm", root / ".work" / "lm", root, make_executor("local", 1))
+    summary = stage.build(io, {"wikipedia": [folder]})
+    return root, summary
+
+
+def test_lm_stage_builds_a_model_per_language_with_enough_data(lm_root):
+    root, summary = lm_root
+    assert available_languages(root / "models" / "lm") == ["en"]
+    assert summary["languages"]["en"]["documents"] == N_TRAIN and summary["languages"]["en"]["model_bytes"] > 10_000
+    assert "de" in summary["skipped"]
+    assert not list((root / ".work" / "lm").glob("*.arpa"))  # the ARPA intermediate is removed
+
+
+def test_real_prose_scores_far_below_shuffled_words_and_boilerplate(lm_root):
+    root, _ = lm_root
+    model = LanguageModel.from_dir(root / "models" / "lm", "en")
+    rng = random.Random(0)
+    prose = held_out_paragraphs() + book_paragraphs()[100:105]
+    shuffled = []
+    for text in prose:
+        words = text.split()
+        rng.shuffle(words)
+        shuffled.append(" ".join(words))
+    ratios = sorted(model.perplexity(bad) / model.perplexity(good) for good, bad in zip(prose, shuffled))
+    assert ratios[0] > 1.3 and ratios[len(ratios) // 2] > 2.0, ratios
+    boilerplate = "\n".join(["Home | About us | Contact | Login | Register | Cart (0) | FAQ | Sitemap"] * 5 + ["Copyright 2020 All rights reserved. Powered by WordPress. Terms | Privacy"] * 3)
+    assert max(model.perplexity(t) for t in prose) < model.perplexity(boilerplate)
+    assert model.perplexity("") is None
+
+
+def test_perplexity_stage_buckets_by_percentile(lm_root, tmp_path):
+    root, _ = lm_root
+    texts = [t[:2500] for t in wiki(N_TRAIN, N_TRAIN + 10)]
+    docs = [make_doc(f"p{i}", t, language="en") for i, t in enumerate(texts)]
+    docs.append(make_doc("short", "A short line of text.", language="en"))
+    docs.append(make_doc("german", texts[0], language="de"))  # no German LM: kept, bucket null
+    write_docs(tmp_path / "in", docs, shards=3)
+    params = {"head": 30, "tail": 60, "keep": ["head", "middle"], "min_length": 300}
+    stats = run_standalone("perplexity", tmp_path / "in", tmp_path / "out", params, models_root=root, workers=2)
+    kept, excluded = outputs(tmp_path / "out")
+    assert excluded["short"].metadata["reason"] == "perplexity:too_short"
+    assert kept["german"].metadata["perplexity_bucket"] is None
+    scored = {**kept, **excluded}
+    scored = {i: d for i, d in scored.items() if i.startswith("p")}
+    buckets = {b: sorted(d.metadata["perplexity"] for d in scored.values() if d.metadata["perplexity_bucket"] == b) for b in ("head", "middle", "tail")}
+    assert [len(buckets[b]) for b in ("head", "middle", "tail")] == [3, 3, 4]
+    assert buckets["head"][-1] < buckets["middle"][0] <= buckets["middle"][-1] < buckets["tail"][0]
+    assert all(excluded[i].metadata["reason"] == "perplexity:tail" for i, d in scored.items() if d.metadata["perplexity_bucket"] == "tail")
+    summary = json.loads((tmp_path / "out" / "perplexity.json").read_text())
+    assert summary["scored"] == {"en": 10} and summary["status"]["no_lm"] == 1 and summary["status"]["too_short"] == 1
+    assert stats["docs_in"] == 12 and stats["docs_out"] == 7 and stats["excluded"] == {"perplexity:tail": 4, "perplexity:too_short": 1}
+
+
+def test_bucket_edges():
+    assert [bucket_of(p, [10.0, 20.0]) for p in (5, 10, 15, 20, 25)] == ["head", "head", "middle", "middle", "tail"]
+
+
+def test_missing_lm_is_one_line(tmp_path):
+    write_docs(tmp_path / "in", [make_doc("a", "x" * 400, language="en")])
+    with pytest.raises(FileNotFoundError, match="no language model"):
+        run_standalone("perplexity", tmp_path / "in", tmp_path / "out", {}, models_root=tmp_path / "nowhere", workers=1)
