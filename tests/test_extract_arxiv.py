@@ -178,13 +178,13 @@ def test_hostile_archives_and_files(tmp_path):
     huge = tmp_path / "huge.tex"
     with open(huge, "wb") as f:  # 3 GiB single line, sparse
         f.truncate(3 << 30)
-    assert [d.metadata["reason"] for d in _docs(huge, max_member_bytes=1 << 20)] == ["too_large"]
+    assert [d.metadata["reason"] for d in _docs(huge, max_record_bytes=1 << 20)] == ["too_large"]
 
 
 def test_macro_bomb_is_capped(tmp_path):
     """\\a -> \\b\\b -> ... doubles each level: the size cap stops it, the paper is still kept."""
     defs = "".join(f"\\newcommand{{\\m{chr(97 + i)}}}{{\\m{chr(98 + i)}\\m{chr(98 + i)}}}\n" for i in range(20))
-    doc = _one(_paper(tmp_path, "\\section{A}\n\\ma\n", preamble=defs), max_member_bytes=100_000)
+    doc = _one(_paper(tmp_path, "\\section{A}\n\\ma\n", preamble=defs), max_record_bytes=100_000)
     assert "reason" not in doc.metadata and len(doc.text) <= 100_000
 
 

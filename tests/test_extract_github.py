@@ -166,7 +166,7 @@ def test_huge_sparse_file_is_too_large(tmp_path):
     repo = _write_repo(tmp_path / "r", MIT_TEXT, {"small.py": b"x = 1\n"})
     with open(repo / "huge.py", "wb") as f:  # a 3 GiB single "line", sparse: no disk used
         f.truncate(3 << 30)
-    docs, by_id = _run(repo, max_member_bytes=1 << 20)
+    docs, by_id = _run(repo, max_record_bytes=1 << 20)
     assert by_id["r/huge.py"].metadata["reason"] == "too_large"
     assert "reason" not in by_id["r/small.py"].metadata
 

@@ -121,7 +121,7 @@ def test_multi_gigabyte_sparse_posts_file(tmp_path):
     with open(folder / "Posts.xml", "wb") as f:
         f.write(b'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n' + _q(1).encode())
         f.truncate(4 << 30)  # a 4 GiB line of NULs without using disk
-    docs = _docs(folder, max_record_bytes=1 << 20, max_posts_bytes=32 << 20)
+    docs = _docs(folder, max_record_bytes=1 << 20, max_expanded_bytes=32 << 20)
     assert [(d.id, d.metadata.get("reason")) for d in docs] == [
         ("sparse.stackexchange.com/Posts.xml#rest", "too_large"), ("sparse.stackexchange.com/1", None)]
 

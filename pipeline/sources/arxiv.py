@@ -433,12 +433,12 @@ def paper_id_of(path: pathlib.Path) -> str:
 class Extractor:
     def __init__(
         self,
-        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
-        max_archive_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        max_expanded_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
         max_include_depth: int = DEFAULT_MAX_INCLUDE_DEPTH,
         max_expansion_passes: int = DEFAULT_MAX_EXPANSION_PASSES,
     ):
-        self.limits = ArchiveLimits(int(max_member_bytes), int(max_archive_bytes))
+        self.limits = ArchiveLimits(int(max_record_bytes), int(max_expanded_bytes))
         self.max_include_depth = int(max_include_depth)
         self.max_passes = int(max_expansion_passes)
 

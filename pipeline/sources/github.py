@@ -257,10 +257,10 @@ class Extractor:
         licences: list[str] | tuple[str, ...] = tuple(sorted(KEPT_LICENCES)),
         extensions: list[str] | None = None,
         strip_headers: bool = True,
-        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
-        max_archive_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        max_expanded_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     ):
-        self.limits = ArchiveLimits(int(max_member_bytes), int(max_archive_bytes))
+        self.limits = ArchiveLimits(int(max_record_bytes), int(max_expanded_bytes))
         self.extensions = (
             {e.lower() if e.startswith(".") else f".{e.lower()}": LANGUAGES.get(e.lower(), e.lower().lstrip("."))
              for e in extensions} if extensions else dict(LANGUAGES)

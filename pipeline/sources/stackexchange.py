@@ -12,7 +12,8 @@ Document: title, blank line, question body, then each answer (blank-line separat
 descending, ties by creation date then id. HTML -> text by resiliparse, keeping ``<pre>``/``<code>``
 text and line breaks. Excluded records: ``orphan_answer`` (its question is not in the dump),
 ``post_type:<n>`` (tag wikis, moderator nominations...), ``bad_row`` (a row without a usable Id or
-PostTypeId), ``too_large`` (a row longer than ``max_record_bytes``), ``empty``; an unreadable file
+PostTypeId), ``too_large`` (a row longer than ``max_record_bytes``; a Posts.xml expanding past
+``max_expanded_bytes`` ends with a ``too_large`` record for the rest), ``empty``; an unreadable file
 or a ``Posts.xml`` that stops parsing becomes one record for the rest (``corrupt:xml``...).
 
 Memory: rows are read line by line (the dump writes one ``<row/>`` per line; a line is capped) and
@@ -167,10 +168,10 @@ class Extractor:
         sites: list[str] | None = None,
         work_dir: str | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD,
-        max_posts_bytes: int = DEFAULT_MAX_POSTS_BYTES,
+        max_expanded_bytes: int = DEFAULT_MAX_POSTS_BYTES,
     ):
         self.max_record = int(max_record_bytes)
-        self.max_posts = int(max_posts_bytes)
+        self.max_posts = int(max_expanded_bytes)
         self.limits = ArchiveLimits(max_member_bytes=self.max_posts, max_total_bytes=self.max_posts)
         self.work_dir = work_dir
         self.sites = set(sites) if sites else None
