@@ -98,3 +98,10 @@ def test_accepts_and_params(tmp_path):
     assert not ex.accepts(tmp_path / "notes.txt") and not ex.accepts(tmp_path)
     with pytest.raises(ValueError, match="unknown extract param"):
         make_extractor({"langs": ["en"]})
+
+
+def test_file_without_records_is_one_exclusion(tmp_path):
+    path = tmp_path / "blank.json.gz"
+    path.write_bytes(gzip.compress(b"\n\n  \n"))
+    (doc,) = C4Extractor()(path)
+    assert doc.id == "blank.json.gz" and doc.metadata["reason"] == "empty_file"

@@ -175,3 +175,10 @@ def test_golden_wet_matches_warc_pages():
     assert "Streams are high-level async/await-ready primitives" in wet_text
     assert "Streams are high-level async/await-ready primitives" in warc_text
     assert len(warc_text) < len(wet_text)  # main-content extraction drops the navigation WET keeps
+
+
+def test_file_without_records_is_one_exclusion(tmp_path):
+    path = tmp_path / "none.warc.gz"
+    path.write_bytes(b"")
+    (doc,) = CommonCrawlExtractor()(path)
+    assert doc.id == "none.warc.gz" and doc.metadata["reason"] == "empty_file"

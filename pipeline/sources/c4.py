@@ -4,7 +4,8 @@ Why: LLaMA took C4 as released (already HTML-stripped and lightly filtered), so 
 only parsing: each line {"text", "timestamp", "url"} becomes one document. Lines are read with a
 size cap (a runaway line is `too_large`, not an out-of-memory), undecodable bytes are replaced
 and counted, and a line that is not a JSON object with a string `text` is `bad_json` — the
-rest of the file goes on. Blank lines are not records and are not counted.
+rest of the file goes on. Blank lines are not records and are not counted; a file with no
+record at all is one `empty_file` exclusion.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class C4Extractor(FileExtractor):
                     yield self._line_to_document(f"{stem}/{line.number}", line)
         except safeio.SafeIOError as exc:
             yield unreadable(path, exc, SOURCE, file=path.name, records_before=seen)
+        else:
+            if not seen:  # a file with no record at all is still accounted for
+                yield excluded(path.name, "empty_file", file=path.name)
 
     @staticmethod
     def _line_to_document(doc_id: str, line: safeio.Line) -> Document:

@@ -103,6 +103,9 @@ class CommonCrawlExtractor(FileExtractor):
             yield unreadable(
                 path, safeio.CorruptInput("warc", str(exc)), SOURCE, warc_file=path.name, records_before=seen
             )
+        else:
+            if not seen:  # a file with no record at all is still accounted for
+                yield excluded(path.name, "empty_file", warc_file=path.name)
 
     # -- one record -------------------------------------------------------------------------
     def _record_to_document(self, record: WarcRecord, warc_file: str) -> Document:
