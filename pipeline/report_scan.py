@@ -1,0 +1,267 @@
+"""Bounded scans of a stage folder's Parquet shards for the report: signals, labels, samples, clusters.
+
+Why a separate scan: stats.json holds exact counts, but judging a filter needs the *distributions* its
+scores make (kept vs excluded) and the documents it removed. A corpus does not fit in memory, so every
+scan here reads shards in record batches with only the columns it needs, keeps fixed-size reservoirs
+(Vitter's algorithm R) for score values and sample documents, and keeps counts for labels, so memory is
+bounded by the reservoir sizes however large the stage folder is. ``max_rows`` caps the rows read per
+folder (spread over its shards) so a report over terabytes finishes; the page says when it sampled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.documents import EXCLUDED_DIR, list_shards
+
+# Keys that are bookkeeping or identifiers, never quality signals.
+SKIP_KEYS = frozenset({"reason", "excluded_by", "source"})
+CLUSTER_SIZE_SUFFIX = "_size"
+MAX_LABELS = 200  # a string key with more distinct values than this is an identifier (url, title), not a label
+
+
+def is_identifier(key: str) -> bool:
+    return key == "id" or key.endswith("_id") or key.endswith("_ids")
+
+
+def is_cluster_key(key: str) -> bool:
+    return key.endswith("_cluster") or key == "duplicate_of"
+
+
+class Reservoir:
+    """A uniform sample of at most ``size`` items from a stream of unknown length (algorithm R)."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size = size
+        self.rng = rng
+        self.items: list[Any] = []
+        self.seen = 0
+
+    def offer(self) -> int | None:
+        """Index the next item should go to, or None when it is not sampled (decide before building it)."""
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(None)
+            return len(self.items) - 1
+        j = self.rng.randrange(self.seen)
+        return j if j < self.size else None
+
+    def add(self, item: Any) -> None:
+        slot = self.offer()
+        if slot is not None:
+            self.items[slot] = item
+
+
+@dataclass
+class Sample:
+    id: str
+    text: str
+    chars: int
+    metadata: dict[str, Any]
+
+
+@dataclass
+class ClusterStats:
+    """Near-duplicate clusters seen through one cluster-id key (e.g. ``minhash_cluster``)."""
+
+    key: str
+    size_key: str | None
+    clusters_by_size: Counter = field(default_factory=Counter)  # size -> number of clusters (Σ 1/size per doc)
+    documents: int = 0
+    excluded: int = 0
+    examples: dict[str, list[Sample]] = field(default_factory=dict)  # cluster id -> first members
+    max_tracked: int = 200
+    per_example: int = 4
+
+    def add(self, cluster: str, size: int | None, excluded: bool, make_sample) -> None:
+        self.documents += 1
+        self.excluded += excluded
+        if size:
+            self.clusters_by_size[int(size)] += 1.0 / size
+        if cluster in self.examples:
+            if len(self.examples[cluster]) < self.per_example:
+                self.examples[cluster].append(make_sample())
+        elif len(self.examples) < self.max_tracked and (size is None or size > 1):
+            self.examples[cluster] = [make_sample()]
+
+    def largest_examples(self, n: int = 5) -> list[tuple[str, list[Sample]]]:
+        groups = [(c, m) for c, m in self.examples.items() if len(m) > 1]
+        return sorted(groups, key=lambda cm: (-len(cm[1]), cm[0]))[:n]
+
+    def size_histogram(self) -> dict[int, int]:
+        return {s: int(round(n)) for s, n in sorted(self.clusters_by_size.items())}
+
+
+@dataclass
+class FolderScan:
+    """What one stage folder (kept + excluded shards) holds, from a bounded scan."""
+
+    stage: str
+    source: str
+    folder: Path
+    rows: dict[str, int] = field(default_factory=lambda: {"kept": 0, "excluded": 0})  # in the shards
+    scanned: dict[str, int] = field(default_factory=lambda: {"kept": 0, "excluded": 0})
+    numeric: dict[str, dict[str, Reservoir]] = field(default_factory=dict)  # key -> side -> values
+    labels: dict[str, dict[str, Counter]] = field(default_factory=dict)  # key -> side -> value counts
+    keys_seen: set[str] = field(default_factory=set)
+    kept_samples: Reservoir | None = None
+    excluded_samples: dict[str, Reservoir] = field(default_factory=dict)  # reason -> samples
+    reason_counts: Counter = field(default_factory=Counter)
+    clusters: dict[str, ClusterStats] = field(default_factory=dict)
+    chars_total: int = 0
+    chars_max: int = 0
+    cutoff_lines: dict[str, list[float]] = field(default_factory=dict)  # key -> values read from metadata
+
+    @property
+    def sampled(self) -> bool:
+        return self.scanned != self.rows
+
+    def values(self, key: str, side: str) -> list[float]:
+        res = self.numeric.get(key, {}).get(side)
+        return list(res.items) if res else []
+
+
+def _row_counts(shards: list[Path]) -> list[int]:
+    return [pq.ParquetFile(s).metadata.num_rows for s in shards]
+
+
+def _truncate(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[:max_chars] + " …"
+
+
+def _small_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata for display: long lists and strings shortened so a sample stays readable."""
+    out = {}
+    for k, v in meta.items():
+        if isinstance(v, list) and len(v) > 8:
+            v = v[:8] + ["…"]
+        elif isinstance(v, str) and len(v) > 160:
+            v = v[:160] + "…"
+        out[k] = v
+    return out
+
+
+class FolderScanner:
+    """Scans one stage folder; see the module docstring for the bounds."""
+
+    def __init__(self, samples_per_reason: int = 3, max_values: int = 20_000, max_chars: int = 600,
+                 max_rows: int | None = 200_000, seed: int = 0):
+        self.samples_per_reason = samples_per_reason
+        self.max_values = max_values
+        self.max_chars = max_chars
+        self.max_rows = max_rows
+        self.seed = seed
+
+    def scan(self, stage: str, source: str, folder: Path) -> FolderScan:
+        self.rng = random.Random(f"{self.seed}:{stage}:{source}")  # same run folder -> same report
+        result = FolderScan(stage, source, Path(folder))
+        result.kept_samples = Reservoir(self.samples_per_reason, self.rng)
+        for side, sub in (("kept", Path(folder)), ("excluded", Path(folder) / EXCLUDED_DIR)):
+            shards = list_shards(sub) if sub.is_dir() else []
+            counts = _row_counts(shards)
+            result.rows[side] = sum(counts)
+            per_shard = math.inf
+            if self.max_rows and sum(counts) > self.max_rows:
+                per_shard = max(1, self.max_rows // max(1, len(shards)))
+            for shard in shards:
+                self._scan_shard(result, side, shard, per_shard)
+        return result
+
+    def _scan_shard(self, result: FolderScan, side: str, shard: Path, limit: float) -> None:
+        read = 0
+        pf = pq.ParquetFile(shard)
+        for batch in pf.iter_batches(batch_size=1024, columns=["id", "text", "metadata"]):
+            ids, texts = batch.column("id"), batch.column("text")
+            metas = batch.column("metadata").to_pylist()
+            lengths = pc.utf8_length(texts).fill_null(0).to_pylist()
+            for i in range(batch.num_rows):
+                if read >= limit:
+                    return
+                read += 1
+                meta = json.loads(metas[i] or "{}")
+                if not isinstance(meta, dict):
+                    meta = {"metadata": meta}
+
+                def sample(i=i, meta=meta) -> Sample:  # built only for rows a reservoir takes
+                    text = texts[i].as_py() or ""
+                    return Sample(str(ids[i].as_py()), _truncate(text, self.max_chars), len(text), _small_metadata(meta))
+
+                self._add(result, side, meta, lengths[i], sample)
+
+    def _add(self, result: FolderScan, side: str, meta: dict[str, Any], n_chars: int, sample) -> None:
+        """Account one row; ``sample()`` builds its display copy (reads the text) only when needed."""
+        result.scanned[side] += 1
+        if side == "kept":
+            n = n_chars
+            result.chars_total += n
+            result.chars_max = max(result.chars_max, n)
+            slot = result.kept_samples.offer()
+            if slot is not None:
+                result.kept_samples.items[slot] = sample()
+        else:
+            reason = str(meta.get("reason") or "unknown")
+            result.reason_counts[reason] += 1
+            res = result.excluded_samples.get(reason)
+            if res is None:
+                res = result.excluded_samples[reason] = Reservoir(self.samples_per_reason, self.rng)
+            slot = res.offer()
+            if slot is not None:
+                res.items[slot] = sample()
+        for key, value in meta.items():
+            if key in SKIP_KEYS:
+                continue
+            result.keys_seen.add(key)
+            if is_cluster_key(key):
+                self._add_cluster(result, key, meta, side, sample)
+            elif isinstance(value, bool) or isinstance(value, str):
+                self._add_label(result, key, str(value).lower() if isinstance(value, bool) else value, side)
+            elif isinstance(value, (int, float)) and not is_identifier(key) and math.isfinite(value):
+                if key.endswith(CLUSTER_SIZE_SUFFIX) and is_cluster_key(key[: -len(CLUSTER_SIZE_SUFFIX)]):
+                    continue
+                sides = result.numeric.setdefault(key, {})
+                res = sides.get(side)
+                if res is None:
+                    res = sides[side] = Reservoir(self.max_values, self.rng)
+                res.add(float(value))
+            elif key.endswith("_cutoffs") and isinstance(value, list) and key not in result.cutoff_lines:
+                if all(isinstance(v, (int, float)) for v in value):
+                    result.cutoff_lines[key[: -len("_cutoffs")]] = [float(v) for v in value]
+
+    def _add_label(self, result: FolderScan, key: str, value: str, side: str) -> None:
+        sides = result.labels.get(key)
+        if sides is None:
+            sides = result.labels[key] = {"kept": Counter(), "excluded": Counter()}
+        elif sides is _TOO_MANY:  # an identifier-like key (url, title): counting it would grow without bound
+            return
+        sides[side][value] += 1
+        if len(sides["kept"]) + len(sides["excluded"]) > 2 * MAX_LABELS:
+            result.labels[key] = _TOO_MANY
+
+    def _add_cluster(self, result: FolderScan, key: str, meta: dict[str, Any], side: str, sample) -> None:
+        cluster = meta.get(key)
+        if cluster is None:
+            return
+        size_key = f"{key}{CLUSTER_SIZE_SUFFIX}" if f"{key}{CLUSTER_SIZE_SUFFIX}" in meta else None
+        stats = result.clusters.get(key)
+        if stats is None:
+            stats = result.clusters[key] = ClusterStats(key, size_key)
+        size = meta.get(size_key) if size_key else None
+        size = int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0 else None
+        stats.add(str(cluster), size, side == "excluded", sample)
+
+
+_TOO_MANY: Any = {"kept": Counter(), "excluded": Counter(), "too_many": True}
+
+
+def label_counts(scan: FolderScan, key: str) -> dict[str, Counter] | None:
+    sides = scan.labels.get(key)
+    return None if sides is None or sides.get("too_many") else sides
