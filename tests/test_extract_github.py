@@ -217,3 +217,36 @@ def test_params_and_symlinked_entries(tmp_path):
     from pipeline.sources.github import bench_github
 
     assert bench_github(repo) == (2, len(MIT_TEXT) + 6)
+
+
+def test_redpajama_jsonl_files(tmp_path):
+    import gzip
+    import json
+
+    def rec(repo, path, licence, text):
+        return json.dumps({"text": text, "meta": {"repo_name": repo, "path": path, "license": licence,
+                                                   "language": [{"name": "Python", "bytes": len(text)}]}})
+
+    lines = [
+        rec("a/b", "src/x.py", "mit", "# Copyright 2020 A\n# Licensed under MIT\nimport os\n"),
+        rec("a/b", "LICENSE", "mit", "Permission is hereby granted, free of charge"),
+        rec("c/d", "y.py", "gpl-3.0", "x = 1\n"),
+        rec("c/e", "z.bin", "apache-2.0", "x"),
+        "{not json",
+        "",
+        '{"text": "no meta"}',
+        rec("f/g", "w.py", "bsd-3-clause", "s = '\ud800'\n"),  # a lone surrogate from a JSON escape
+    ]
+    path = tmp_path / "filtered_0001.sampled.jsonl.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    ex = make_extractor({})
+    assert ex.accepts(path)
+    docs = list(ex(path))
+    assert [(d.id, d.metadata.get("reason")) for d in docs] == [
+        ("a/b/src/x.py", None), ("a/b/LICENSE", "licence_file"), ("c/d/y.py", "licence:gpl-3.0"),
+        ("c/e/z.bin", "extension"), ("filtered_0001/5", "bad_json"), ("filtered_0001/7", "bad_json"),
+        ("f/g/w.py", None)]
+    assert docs[0].text == "import os\n" and docs[0].metadata["header_stripped"]
+    assert docs[-1].metadata["utf8_errors"] == 1 and "\ufffd" in docs[-1].text
+    path.write_bytes(gzip.compress(("\n".join(lines)).encode())[:-20])
+    assert list(ex(path))[-1].metadata["reason"] == "truncated:gzip"

@@ -2,7 +2,9 @@
 
 Why: LLaMA kept only Apache/BSD/MIT-licensed GitHub code and removed licence/copyright boilerplate
 headers with regexes. Input is one repository per top-level entry of the download folder: a folder,
-or a tar(.gz/.bz2/.xz)/zip/7z archive of it (read in memory via ``archives``, never extracted).
+or a tar(.gz/.bz2/.xz)/zip/7z archive of it (read in memory via ``archives``, never extracted); or a
+RedPajama-style ``.jsonl[.gz|.zst]`` of files (``text`` + ``meta.repo_name/path/license``), the
+downloadable form of the BigQuery export LLaMA used.
 
 Rules (documented in docs/sources.md):
 - the licence comes from the repository's top-level LICENSE / LICENCE / COPYING[.md|.txt|.rst|-MIT...]
@@ -16,6 +18,7 @@ Rules (documented in docs/sources.md):
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -29,7 +32,9 @@ from pipeline.sources.archives import (
     iter_archive,
 )
 from pipeline.sources.records import construct, excluded, kept, unreadable
-from pipeline.sources.safeio import SafeIOError, Unreadable, decode_utf8, read_capped
+from pipeline.sources.safeio import (
+    SafeIOError, Unreadable, decode_utf8, iter_lines, open_path, read_capped, replace_surrogates,
+)
 
 SOURCE = "github"
 
@@ -52,6 +57,7 @@ LANGUAGES: dict[str, str] = {
 }
 FILENAME_LANGUAGES: dict[str, str] = {"dockerfile": "dockerfile", "makefile": "makefile", "cmakelists.txt": "cmake"}
 
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 KEPT_LICENCES = frozenset({"mit", "bsd-2-clause", "bsd-3-clause", "apache-2.0"})
 LICENCE_FILE = re.compile(r"^(?:licen[cs]e|copying)(?:[-._][\w.-]*)?$", re.IGNORECASE)
 MAX_LICENCE_BYTES = 1 << 20
@@ -271,7 +277,7 @@ class Extractor:
     def accepts(self, path: pathlib.Path) -> bool:
         if path.is_symlink():  # never followed
             return False
-        return path.is_dir() or (path.is_file() and archive_format(path) is not None)
+        return path.is_dir() or (path.is_file() and (archive_format(path) is not None or path.name.endswith(JSONL_SUFFIXES)))
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
         path = pathlib.Path(path)
@@ -282,8 +288,11 @@ class Extractor:
         elif archive_format(path):
             prefix, texts = _archive_survey(path, self.limits)
             repo, files, licence = archive_stem(path), self._archive_files(path, prefix), repo_licence(texts, self.kept_licences)
+        elif path.name.endswith(JSONL_SUFFIXES):
+            yield from self._from_jsonl(path)
+            return
         else:
-            yield unreadable(path, Unreadable("not a repository folder or archive"), SOURCE)
+            yield unreadable(path, Unreadable("not a repository folder, archive or JSON-lines file"), SOURCE)
             return
         for f in files:
             yield self._document(repo, f, licence, path)
@@ -303,27 +312,74 @@ class Extractor:
         meta = {"repo": repo, "path": f.path, "licence": licence}
         if f.reason:
             return excluded(doc_id, f.reason, **meta)
-        if licence not in self.kept_licences:
-            return excluded(doc_id, f"licence:{licence}", **meta)
-        if "/" not in f.path and LICENCE_FILE.match(f.path):
-            return excluded(doc_id, "licence_file", **meta)  # the licence text itself is boilerplate
-        language = language_of(f.path, self.extensions)
-        if language is None:
-            return excluded(doc_id, "extension", **meta)
+        gate = self._gate(doc_id, f.path, licence, meta)
+        if gate is not None:
+            return gate
         try:
             data = f.read()
         except SafeIOError as exc:
-            return excluded(doc_id, exc.reason, language=language, **meta)
-        meta.update(language=language, size=len(data))
+            return excluded(doc_id, exc.reason, **meta)
+        meta["size"] = len(data)
         if b"\x00" in data:
             return excluded(doc_id, "binary", **meta)
         text, errors = decode_utf8(data)
+        return self._finish(doc_id, text, errors, meta)
+
+    def _gate(self, doc_id: str, path: str, licence: str, meta: dict) -> Document | None:
+        """Licence and extension rules; sets ``meta['language']``. None when the file may pass."""
+        if licence not in self.kept_licences:
+            return excluded(doc_id, f"licence:{licence}", **meta)
+        if "/" not in path and LICENCE_FILE.match(path):
+            return excluded(doc_id, "licence_file", **meta)  # the licence text itself is boilerplate
+        meta["language"] = language_of(path, self.extensions)
+        if meta["language"] is None:
+            return excluded(doc_id, "extension", **meta)
+        return None
+
+    def _finish(self, doc_id: str, text: str, errors: int, meta: dict) -> Document:
         stripped = False
         if self.strip_headers:
-            text, stripped = strip_licence_header(text, language)
+            text, stripped = strip_licence_header(text, meta["language"])
         if not text.strip():
             return excluded(doc_id, "empty", header_stripped=stripped, **meta)
         return kept(doc_id, text, header_stripped=stripped, utf8_errors=errors, **meta)
+
+    def _from_jsonl(self, path: pathlib.Path) -> Iterator[Document]:
+        """RedPajama-style GitHub files: one JSON object per line, ``text`` plus ``meta`` with
+        ``repo_name``, ``path``, ``license`` (the BigQuery export's licence, lower-case SPDX)."""
+        stem = path.name.split(".")[0]
+        try:
+            with open_path(path, max_expanded=self.limits.max_total_bytes) as stream:
+                for line in iter_lines(stream, self.limits.max_member_bytes):
+                    if line.too_large or line.data.strip():
+                        yield self._jsonl_record(f"{stem}/{line.number}", line)
+        except SafeIOError as exc:
+            yield unreadable(path, exc, SOURCE)
+
+    def _jsonl_record(self, line_id: str, line) -> Document:
+        if line.too_large:
+            return excluded(line_id, "too_large", size=line.size)
+        raw, errors = decode_utf8(line.data)
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return excluded(line_id, "bad_json", utf8_errors=errors)
+        info = record.get("meta") if isinstance(record, dict) and isinstance(record.get("meta"), dict) else record
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not isinstance(info, dict):
+            return excluded(line_id, "bad_json", utf8_errors=errors)
+        repo, fpath = info.get("repo_name"), info.get("path")
+        if not (isinstance(repo, str) and isinstance(fpath, str) and fpath):
+            return excluded(line_id, "bad_json", utf8_errors=errors)
+        doc_id, licence = f"{repo}/{fpath}", str(info.get("license") or "none").lower()
+        meta = {"repo": repo, "path": fpath, "licence": licence}
+        gate = self._gate(doc_id, fpath, licence, meta)
+        if gate is not None:
+            return gate
+        text, surrogates = replace_surrogates(record["text"])
+        meta["size"] = len(record["text"].encode("utf-8", "surrogatepass"))
+        if "\x00" in text:
+            return excluded(doc_id, "binary", **meta)
+        return self._finish(doc_id, text, errors + surrogates, meta)
 
 
 def make_extractor(params: dict | None = None) -> Extractor:
