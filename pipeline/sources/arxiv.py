@@ -49,6 +49,7 @@ SOURCE = "arxiv"
 TEX_SUFFIXES = (".tex", ".ltx")
 DEFAULT_MAX_INCLUDE_DEPTH = 16
 DEFAULT_MAX_EXPANSION_PASSES = 10
+MAX_GROUP_CHARS = 1 << 20  # a macro argument or definition body longer than this is not parsed
 
 
 class PaperExcluded(Exception):
@@ -68,11 +69,12 @@ def skip_spaces(text: str, i: int) -> int:
 
 def read_group(text: str, i: int, open_: str = "{", close: str = "}") -> tuple[str, int] | None:
     """If ``text[i]`` opens a group, its content (nested braces balanced, ``\\{`` ignored) and the
-    index after the closing delimiter; else None. An unbalanced group returns None."""
+    index after the closing delimiter; else None. An unbalanced group, or one longer than
+    ``MAX_GROUP_CHARS`` (bounding the cost of hostile unbalanced input), returns None."""
     if i >= len(text) or text[i] != open_:
         return None
-    depth, j = 0, i
-    while j < len(text):
+    depth, j, end = 0, i, min(len(text), i + MAX_GROUP_CHARS)
+    while j < end:
         c = text[j]
         if c == "\\":
             j += 2

@@ -251,8 +251,9 @@ def _archive_survey(path: pathlib.Path, limits: ArchiveLimits) -> tuple[str, lis
 
     found: dict[str, str] = {}  # read while the stream is on the member (tar/7z are forward-only)
     for m in iter_archive(path, limits, select):
-        if not m.reason:
-            found.update(zip([m.name], _read_licences([RepoFile(m.name, read=m.read)])))
+        texts = [] if m.reason else _read_licences([RepoFile(m.name, read=m.read)])
+        if texts:
+            found[m.name] = texts[0]
     prefix = f"{tops.pop()}/" if len(tops) == 1 and "" not in tops else ""
     return prefix, [text for name, text in found.items() if name.startswith(prefix) and "/" not in name[len(prefix):]]
 
