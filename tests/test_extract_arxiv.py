@@ -210,3 +210,24 @@ def test_bulk_tar_of_gzipped_papers(tmp_path):
         ("2101.00003", "no_source"), ("2101.00004", "truncated:gzip")]
     assert docs[1].text == "\\section{One}\nfrom a tarred paper\n" and docs[1].metadata["main_file"] == "main.tex"
     assert docs[2].text == "\\section{Two}\nfrom a gzipped tex\n"
+
+
+def test_any_tex_soup_gives_one_accounted_document():
+    """Unbalanced braces, dangling macros, stray % and \\verb: never an exception, always one record."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pipeline.sources.arxiv import Paper
+
+    pieces = st.sampled_from(["{", "}", "[", "]", "#1", "#", "%", "\\%", "\\\\", "\\verb|", "|", "\n", " ", "x",
+                              "\\newcommand{\\a}[1][d]{<#1>}", "\\def\\b#1{\\a{#1}}", "\\a", "\\b", "\\section{S}",
+                              "\\input{main}", "\\begin{verbatim}", "\\end{verbatim}", "\\bibliography{r}",
+                              "\\documentclass{article}", "\\begin{document}", "\\end{document}"])
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(pieces, max_size=60))
+    def check(parts):
+        doc = make_extractor({}).convert(Paper("fuzz", {"main.tex": "".join(parts)}))
+        assert doc.id == "fuzz" and (doc.metadata.get("reason") or doc.text.strip())
+
+    check()
