@@ -177,3 +177,14 @@ def test_accepts_and_site_filter(tmp_path):
     assert not make_extractor({"sites": ["math.stackexchange.com"]}).accepts(folder)
     assert len(LARGEST_SITES) == 28 and len(set(LARGEST_SITES)) == 28 and LARGEST_SITES[0] == "stackoverflow.com"
     assert os.path.exists(folder / "Posts.xml")
+
+
+def test_entity_expansion_bomb_is_refused(tmp_path):
+    """A 'billion laughs' DTD: expat's amplification limit stops it; one corrupt:xml record."""
+    ents = "".join(f'<!ENTITY l{i} "' + f"&l{i - 1};" * 10 + '">' for i in range(1, 10))
+    folder = tmp_path / "lol.stackexchange.com"
+    folder.mkdir()
+    (folder / "Posts.xml").write_text(
+        f'<?xml version="1.0"?>\n<!DOCTYPE posts [<!ENTITY l0 "lol">{ents}]>\n<posts>\n'
+        '  <row Id="1" PostTypeId="1" Title="&l9;" Body="b" />\n</posts>\n')
+    assert [(d.id, d.metadata["reason"]) for d in _docs(folder)] == [("lol.stackexchange.com/Posts.xml#rest", "corrupt:xml")]
