@@ -10,7 +10,13 @@ import mwparserfromhell
 import pytest
 
 from pipeline.sources import safeio
-from pipeline.sources.wikipedia import DumpReader, WikipediaExtractor, is_disambiguation, make_extractor
+from pipeline.sources.wikipedia import (
+    DumpReader,
+    WikipediaExtractor,
+    is_disambiguation,
+    make_extractor,
+    strip_comments_and_refs,
+)
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "wikipedia"
 ENWIKI = SAMPLE / "enwiki-20160501-pages-articles-sample.xml.bz2"
@@ -166,3 +172,10 @@ def test_params():
     with pytest.raises(ValueError, match="unknown extract param"):
         make_extractor({"language": ["en"]})
     assert make_extractor({"languages": ["en"]}).languages == {"en"}
+
+
+def test_strip_comments_and_refs_is_exact_and_linear():
+    text = "a<!-- c -->b<ref name=x/>c<REF>r {{t}}</ref >d<ref>unclosed e<!-- open"
+    assert strip_comments_and_refs(text) == "abcd<ref>unclosed e"
+    hostile = "<ref>a</ref>" + "<ref>x" * 200_000 + "<ref" * 200_000  # quadratic for a naive regex
+    assert strip_comments_and_refs(hostile) == "<ref>x" * 200_000 + "<ref" * 200_000

@@ -24,18 +24,7 @@ from xml.parsers import expat
 
 import mwparserfromhell
 from datatrove.data import Document
-from mwparserfromhell.nodes import (
-    Argument,
-    Comment,
-    ExternalLink,
-    Heading,
-    HTMLEntity,
-    Node,
-    Tag,
-    Template,
-    Text,
-    Wikilink,
-)
+from mwparserfromhell.nodes import ExternalLink, Heading, HTMLEntity, Node, Tag, Text, Wikilink
 
 from pipeline.sources import safeio
 from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
@@ -67,10 +56,37 @@ _DROP_TAGS = frozenset(
 )
 _FILE_NAMESPACES = {"file", "image", "media", "category"}
 _INTERWIKI = re.compile(r"^[a-z]{2,3}(-[a-z]+)*$|^simple$")
-# Removed before parsing: comments and <ref>s are never prose, make up much of the markup (so
-# parsing runs ~30% faster without them) and an unbalanced one can derail the parser's context.
-_PRE_STRIP = re.compile(r"<!--.*?(?:-->|\Z)|<ref\b[^>]*/>|<ref\b[^>]*>.*?</ref\s*>", re.S | re.I)
+_COMMENT_OR_REF = re.compile(r"<!--|<ref\b[^<>]{0,1000}>", re.I)
+_REF_CLOSE = re.compile(r"</ref\s*>", re.I)
 _LEFTOVER_QUOTES = re.compile(r"'{2,}")  # bold/italic quotes the parser left unmatched
+
+
+def strip_comments_and_refs(wikitext: str) -> str:
+    """Remove <!-- comments --> and <ref>…</ref> / <ref …/> before parsing: they are never prose,
+    make up much of the markup (parsing runs ~30% faster without them), and an unbalanced one can
+    derail the parser's context. One linear scan, so hostile text full of unclosed tags cannot
+    make it quadratic; an unclosed comment runs to the end (as MediaWiki renders it)."""
+    parts: list[str] = []
+    pos = 0
+    closes_left = True  # once no </ref> follows some position, none follows any later one
+    while match := _COMMENT_OR_REF.search(wikitext, pos):
+        parts.append(wikitext[pos : match.start()])
+        token = match.group(0)
+        if token == "<!--":
+            end = wikitext.find("-->", match.end())
+            pos = len(wikitext) if end < 0 else end + 3
+        elif token.endswith("/>"):
+            pos = match.end()
+        else:
+            close = _REF_CLOSE.search(wikitext, match.end()) if closes_left else None
+            if close is None:
+                closes_left = False
+                parts.append(token)  # unpaired: left for the parser
+                pos = match.end()
+            else:
+                pos = close.end()
+    parts.append(wikitext[pos:])
+    return "".join(parts)
 
 
 def _language_of_dbname(dbname: str) -> str | None:
@@ -119,9 +135,7 @@ class WikitextRenderer:
             return node.normalize()
         if isinstance(node, Tag):
             return self._tag(node)
-        if isinstance(node, (Template, Comment, Argument)):
-            return ""
-        return ""  # unknown node kinds carry markup, not prose
+        return ""  # templates, comments, {{{arguments}}} and any other node: markup, not prose
 
     def _wikilink(self, link: Wikilink) -> str:
         title = str(link.title).strip()
@@ -313,7 +327,7 @@ class WikipediaExtractor(FileExtractor):
         if wikitext.lstrip()[:9].lower() == "#redirect":
             return excluded(doc_id, "redirect", **meta)
         try:
-            wikicode = mwparserfromhell.parse(_PRE_STRIP.sub("", wikitext))
+            wikicode = mwparserfromhell.parse(strip_comments_and_refs(wikitext))
             if is_disambiguation(wikicode):
                 return excluded(doc_id, "disambiguation", **meta)
             text, surrogates = safeio.replace_surrogates(renderer.render(wikicode))
