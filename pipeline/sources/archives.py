@@ -320,11 +320,13 @@ class _Cancelled(Exception):
 class _SevenZipPump:
     """Runs py7zr's push-style extraction in a thread and hands members out as pull streams.
 
-    py7zr writes decompressed bytes into writer objects we provide; each write is put on a bounded
-    queue, so memory holds at most ``QUEUE_CHUNKS`` chunks whatever the member size.
+    py7zr writes decompressed bytes into writer objects we provide, in blocks of up to 128 MB (its
+    own buffer, a quarter of free memory at most); we cut them into ``CHUNK_BYTES`` slices on a
+    queue of ``QUEUE_CHUNKS``, so memory holds one py7zr block plus 16 MiB whatever the member size.
     """
 
     QUEUE_CHUNKS = 16
+    CHUNK_BYTES = 1 << 20
 
     def __init__(self, archive, targets: list[str], limits: ArchiveLimits):
         import py7zr.io  # local: only 7z inputs need py7zr
@@ -339,9 +341,11 @@ class _SevenZipPump:
                 pump._put(("start", None))
 
             def write(self, s) -> int:
-                self._size += len(s)
-                pump._put(("data", bytes(s)))
-                return len(s)
+                view = memoryview(s)
+                for k in range(0, len(view), pump.CHUNK_BYTES):  # py7zr hands over up to 128 MB
+                    pump._put(("data", bytes(view[k : k + pump.CHUNK_BYTES])))
+                self._size += len(view)
+                return len(view)
 
             def read(self, size=None) -> bytes:
                 return b""
