@@ -231,3 +231,16 @@ def test_any_tex_soup_gives_one_accounted_document():
         assert doc.id == "fuzz" and (doc.metadata.get("reason") or doc.text.strip())
 
     check()
+
+
+def test_macros_from_the_papers_own_sty(tmp_path):
+    path = _tar(tmp_path / "sty.tar.gz", {
+        "main.tex": (PREAMBLE + "\\usepackage[utf8]{inputenc}\n\\usepackage{amsmath, mymacros}\n"
+                     "\\newcommand{\\own}{paper's}\n\\begin{document}\n\\section{A}\n\\vv{x} and \\own{} \\own\n"
+                     "\\end{document}\n").encode(),
+        "mymacros.sty": b"\\ProvidesPackage{mymacros}\n\\newcommand{\\vv}[1]{\\mathbf{#1}}\n"
+                        b"\\newcommand{\\own}{sty's}\n",
+    })
+    doc = _one(path)
+    assert doc.metadata["main_file"] == "main.tex"
+    assert doc.text == "\\section{A}\n\\mathbf{x} and paper's{} paper's\n"

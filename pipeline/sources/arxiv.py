@@ -47,6 +47,7 @@ from pipeline.sources.safeio import SafeIOError, decode_utf8, open_path, open_st
 
 SOURCE = "arxiv"
 TEX_SUFFIXES = (".tex", ".ltx")
+SOURCE_SUFFIXES = TEX_SUFFIXES + (".sty",)  # a paper's own .sty files can define its macros
 DEFAULT_MAX_INCLUDE_DEPTH = 16
 DEFAULT_MAX_EXPANSION_PASSES = 10
 MAX_GROUP_CHARS = 1 << 20  # a macro argument or definition body longer than this is not parsed
@@ -388,6 +389,17 @@ def select_body(text: str) -> str:
     return text[start.start() : end.start() if end else len(text)].strip() + "\n"
 
 
+_USEPACKAGE = re.compile(r"\\(?:usepackage|RequirePackage)\s*(?:\[[^\]]*\])?\s*\{([^{}]*)\}")
+
+
+def local_packages(text: str, files: dict[str, str]) -> str:
+    """The text of the paper's own ``.sty`` files that ``text`` loads with ``\\usepackage``
+    (their ``\\newcommand``/``\\def`` macros are expanded like the paper's; the paper's win)."""
+    by_stem = {posixpath.basename(n)[:-4]: n for n in files if n.lower().endswith(".sty")}
+    names = [n.strip() for m in _USEPACKAGE.finditer(text) for n in m.group(1).split(",")]
+    return "\n".join(files[by_stem[n]] for n in dict.fromkeys(names) if n in by_stem)
+
+
 def find_main(files: dict[str, str]) -> str:
     """The main file: ``\\documentclass`` then ``\\begin{document}``, each at the start of a line of
     the comment-free, verbatim-free text (guides quote them in ``|...|`` and verbatim); ties ->
@@ -414,12 +426,12 @@ BULK_PREFIX = "arXiv_src_"
 
 
 def _tex_file(name: str) -> bool:
-    return name.lower().endswith(TEX_SUFFIXES)
+    return name.lower().endswith(SOURCE_SUFFIXES)
 
 
 def _paper_or_source_file(name: str) -> bool:
-    """Members worth reading: ``.tex`` sources, and a bulk tar's ``.gz`` / ``.pdf`` papers."""
-    return name.lower().endswith(TEX_SUFFIXES + (".gz", ".pdf"))
+    """Members worth reading: ``.tex``/``.sty`` sources, and a bulk tar's ``.gz`` / ``.pdf`` papers."""
+    return name.lower().endswith(SOURCE_SUFFIXES + (".gz", ".pdf"))
 
 
 def paper_id_of(path: pathlib.Path) -> str:
@@ -480,7 +492,7 @@ class Extractor:
                 if not paper.files:
                     return
                 break
-            if m.name.lower().endswith(TEX_SUFFIXES) or m.reason:
+            if m.name.lower().endswith(SOURCE_SUFFIXES) or m.reason:
                 yield from self._collect(paper, m)
         if not bulk:
             yield self.convert(paper)
@@ -547,6 +559,7 @@ class Extractor:
             meta["main_file"] = main
             text, meta["includes"] = inline_includes(files, main, self.max_include_depth, self.limits.max_member_bytes)
             macros, text = collect_macros(text)
+            macros = {**collect_macros(local_packages(text, files))[0], **macros}
             body = select_body(text)
             body, meta["macros_expanded"] = expand_macros(body, macros, self.max_passes, self.limits.max_member_bytes)
             meta["macros_defined"] = len(macros)
