@@ -1,0 +1,362 @@
+"""The report and inspect commands, on a real run folder built from data/sample.
+
+The run: the real runner extracts github, stackexchange and c4 and runs code_quality (github) and langid
+(c4); a real tokenizer is trained on the output and the real tokenize stage writes token shards for
+github and stackexchange (c4 deliberately has none). Around it, the artefacts of stages other helpers own
+are written in their documented formats with the project's own writers: a ``minhash`` folder with cluster
+labels (the minhash stage had not landed when this was written), a training run's metrics.jsonl (via
+train.metrics.MetricsLog) and the planner's scaling plot, plus a source with zero documents. The page is
+then opened in headless Chromium, as a person would: it must load without script errors and every plot
+must decode.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+from datatrove.data import Document
+
+from pipeline import accounting
+from pipeline.documents import ParquetShardWriter, read_documents
+from pipeline.manifest import DEFAULT_MANIFEST, load
+from pipeline.standalone import run_standalone
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CHROMIUM = Path("/usr/bin/chromium")
+HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
+
+
+def _manifest(tmp: Path, out: Path) -> Path:
+    raw = yaml.safe_load(DEFAULT_MANIFEST.read_text())
+    raw["out_dir"] = str(out)
+    for spec in raw["sources"].values():
+        spec["inputs"]["sample"] = [str(REPO / p) for p in spec["inputs"]["sample"]]
+    path = tmp / "manifest.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def _write_stage(root: Path, stage: str, source: str, docs: list[Document]) -> dict:
+    """Write a stage folder with the project's writer and record its accounting in stats.json."""
+    account = root / ".work" / stage / source / "accounting"
+    accounting.write_task_record(account, "in", 0, {"docs_in": len(docs), "bytes_in": sum(len(d.text.encode()) for d in docs)})
+    list(ParquetShardWriter(root / stage / source, account_dir=account, stage=stage).run(iter(docs), rank=0))
+    record = accounting.summarise(account, 1)
+    record.update({"seconds": 0.1, "tasks": 1, "params": {}})
+    accounting.atomic_write_json(root / stage / source / "stats.json", record)
+    accounting.merge_into_stats(root / "report" / "stats.json", stage, source, record)
+    return record
+
+
+def _minhash_folder(root: Path) -> None:
+    """Cluster labels in the minhash stage's documented metadata, on c4's real langid output."""
+    docs = list(read_documents(root / "langid" / "c4"))[:12]
+    assert len(docs) >= 8
+    out = []
+    for i, d in enumerate(docs):
+        cluster, size = (f"c{i // 4}", 4) if i < 8 else (f"single{i}", 1)
+        meta = dict(d.metadata, minhash_cluster=cluster, minhash_cluster_size=size)
+        if i < 8 and i % 4:
+            meta["duplicate_of"] = docs[i - i % 4].id
+            meta.update(reason="dup:minhash", excluded_by="minhash")
+        out.append(Document(text=d.text, id=d.id, metadata=meta))
+    out.append(Document(text=HOSTILE + " an excluded page", id="hostile<b>", metadata={"source": "c4", "reason": "dup:minhash",
+                                                                                  "excluded_by": "minhash", "minhash_cluster": "c0",
+                                                                                  "minhash_cluster_size": 4}))
+    _write_stage(root, "minhash", "c4", out)
+
+
+def _training_run(root: Path) -> None:
+    from train.metrics import MetricsLog
+
+    log = MetricsLog(root / "train" / "tiny", enabled=True, resume_step=None)
+    for step in range(1, 41):
+        log.write({"step": step, "loss": 8.0 / (1 + 0.1 * step), "lr": 1e-3 * min(1, step / 10), "tokens": step * 4096,
+                   "tokens_per_s": 50_000 + 100 * step})
+        if step % 10 == 0:
+            log.write({"step": step, "eval": {"github": 7.0 / (1 + 0.1 * step), "stackexchange": 7.5 / (1 + 0.1 * step)}})
+    log.close()
+    (root / "train" / "tiny" / "summary.json").write_text(json.dumps({"run": "tiny", "steps": 40, "tokens": 40 * 4096}))
+
+
+def _scaling(root: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.loglog([1e6, 1e7, 1e8], [4.0, 3.5, 3.1])
+    fig.savefig(root / "report" / "scaling.png")
+    plt.close(fig)
+    (root / "report" / "scaling.json").write_text(json.dumps({"law": "chinchilla", "E": 1.69}))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    from filters.lid_model import LidModelMissing, lid_model_path
+
+    try:
+        lid_model_path()
+    except LidModelMissing as e:
+        pytest.skip(f"{e} (run `make setup`)")
+    tmp = tmp_path_factory.mktemp("report")
+    manifest = _manifest(tmp, tmp / "out")
+    p = _cli("run", "--manifest", str(manifest), "--sources", "github,stackexchange,c4",
+             "--stages", "extract,code_quality,langid", "--workers", "2")
+    assert p.returncode == 0, p.stdout + p.stderr
+    root = tmp / "out" / "sample"
+
+    from pipeline.executors import make_executor
+    from pipeline.stages import StageIO
+    from pipeline.tokenize import TokenizerStage
+
+    m = load(manifest, check_paths=False)
+    io = StageIO("tokenizer", "*", {}, None, root / "tokenizer", root / ".work" / "tokenizer", root,
+                 make_executor("local", 1), manifest=m)
+    inputs = {"github": [root / "code_quality" / "github"], "stackexchange": [root / "extract" / "stackexchange"]}
+    TokenizerStage({"vocab_size": 600, "max_sentences": 20000, "seed": 0, "num_threads": 1}).build(io, inputs)
+    for source, folder in inputs.items():
+        rec = run_standalone("tokenize", folder[0], root / "tokens" / source, params={"max_tokens_per_shard": 40_000},
+                             source=source, models_root=root, workers=2)
+        accounting.merge_into_stats(root / "report" / "stats.json", "tokenize", source, rec)
+    _write_stage(root, "extract", "arxiv", [])  # a source whose extract kept nothing
+    _minhash_folder(root)
+    _training_run(root)
+    _scaling(root)
+    report = _cli("report", str(root), "--manifest", str(manifest), "--samples", "10")
+    assert report.returncode == 0, report.stdout + report.stderr
+    return {"root": root, "manifest": manifest, "stdout": report.stdout, "stderr": report.stderr,
+            "html": (root / "report" / "index.html").read_text(encoding="utf-8"),
+            "stats": json.loads((root / "report" / "stats.json").read_text())}
+
+
+class _Tables(HTMLParser):
+    """Collects every table as rows of cell text, and every <img>."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self._cell = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs))
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse(text: str) -> _Tables:
+    p = _Tables()
+    p.feed(text)
+    return p
+
+
+def _section(page: str, anchor: str) -> str:
+    start = page.index(f'id="{anchor}"')
+    nxt = page.find("<h2 ", start + 1)
+    return page[start: nxt if nxt > 0 else len(page)]
+
+
+# ---- the report ---------------------------------------------------------------------------------
+def test_funnel_tables_match_stats_json(run):
+    stats, page = run["stats"], run["html"]
+    funnel = _parse(_section(page, "funnel"))
+    by_stage = {}
+    for t in funnel.tables[1:]:
+        for row in t[1:]:
+            by_stage.setdefault(row[0], []).append(row)
+    for stage, source in (("extract", "github"), ("code_quality", "github"), ("langid", "c4"), ("extract", "stackexchange")):
+        rec = stats["stages"][stage][source]
+        rows = [r for r in by_stage[stage] if r[1] == f"{rec['docs_in']:,}" and r[2] == f"{rec['docs_out']:,}"]
+        assert rows, f"{stage}/{source} {rec['docs_in']} in / {rec['docs_out']} out not in the funnel"
+        for reason, n in rec["excluded"].items():
+            assert any(f"{reason} {n:,}" in r[-1] for r in rows), (stage, reason, rows)
+    # the langid stage really excluded something on the sample, and the page names the reason
+    assert stats["stages"]["langid"]["c4"]["docs_excluded"] > 0 or stats["stages"]["extract"]["github"]["docs_excluded"] > 0
+
+
+def test_terminal_summary_lists_every_source(run):
+    out = run["stdout"]
+    assert "index.html" in out.splitlines()[-1]
+    for source in ("commoncrawl", "c4", "github", "stackexchange", "arxiv", "books"):
+        assert re.search(rf"^{source}\s", out, re.M), out
+    gh = run["stats"]["stages"]["code_quality"]["github"]["docs_out"]
+    line = next(line for line in out.splitlines() if line.startswith("github"))
+    assert f" {gh:,} " in line and "4.5%" in line
+    assert "Traceback" not in run["stderr"]
+
+
+def test_signals_histograms_for_scores_with_thresholds(run):
+    page = run["html"]
+    signals = _section(page, "signals")
+    for key in ("language_score", "code_alnum_fraction", "code_mean_line_length"):
+        assert re.search(rf"<figcaption>{key} at \w+: \d", signals), key
+    figs = _parse(signals).images
+    assert len(figs) >= 5 and all(img["src"].startswith("data:image/png;base64,") for img in figs)
+    langs = _section(page, "languages")
+    assert "c4" in langs and re.search(r"<td>en</td>", langs)
+
+
+def test_mixture_and_shards_from_token_sidecars(run):
+    root = run["root"]
+    tokens = {s: sum(json.loads(p.read_text())["tokens"] for p in (root / "tokens" / s).glob("*.json") if p.name != "stats.json")
+              for s in ("github", "stackexchange")}
+    total = sum(tokens.values())
+    mix = _parse(_section(run["html"], "mixture")).tables[0]
+    rows = {r[0]: r for r in mix[1:]}
+    assert rows["github"][1] == f"{tokens['github']:,}" and rows["total"][1] == f"{total:,}"
+    # epochs at total = weight × total / tokens
+    assert rows["github"][5] == f"{0.045 * total / tokens['github']:,.2f}"
+    assert rows["c4"][1] == "0" and "No tokens for" in run["html"] and "c4" in _section(run["html"], "mixture")
+    shards = _parse(_section(run["html"], "shards")).tables
+    names = {r[0] for t in shards for r in t[1:]}
+    assert {p.name for p in (root / "tokens" / "github").glob("*.ds")} <= names
+
+
+def test_clusters_samples_and_escaping(run):
+    page = run["html"]
+    clusters = _section(page, "clusters")
+    assert "minhash_cluster" in clusters and "cluster c0" in clusters
+    sizes = {r[0]: r[1] for t in _parse(clusters).tables for r in t[1:]}
+    assert sizes.get("4") == "2" and sizes.get("1") == "4"  # c0, c1 of 4 members; 4 singletons
+    samples = _section(page, "samples")
+    assert "excluded: <code>dup:minhash</code>" in samples and "excluded: <code>licence:gpl-2.0</code>" in samples
+    assert HOSTILE not in page and html.escape(HOSTILE) in page
+    assert "hostile&lt;b&gt;" in page
+
+
+def test_training_scaling_and_models_sections(run):
+    page = run["html"]
+    training = _section(page, "training")
+    assert len(_parse(training).images) == 3 and "tiny" in training
+    scaling = _section(page, "scaling")
+    assert _parse(scaling).images[0]["src"].startswith("data:image/png;base64,") and "chinchilla" in scaling
+    assert "No model stage" in _section(page, "models")  # the tokenizer was trained outside the runner
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_page_renders_in_headless_chromium(run, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed: apt-get install -y chromium")
+    url = (run["root"] / "report" / "index.html").as_uri()
+    dom = _chromium(["--virtual-time-budget=10000", "--dump-dom", url], tmp_path).stdout
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', body))
+    assert "data-js-errors" not in attrs, attrs
+    n_images = len(_parse(run["html"]).images)
+    assert n_images >= 10
+    assert attrs.get("data-images") == str(n_images) and attrs.get("data-images-loaded") == str(n_images), attrs
+    assert "pwned" not in dom.split("<body")[0]
+    shot = tmp_path / "report.png"
+    _chromium(["--screenshot=" + str(shot), "--window-size=1280,2000", url], tmp_path)
+    assert shot.exists() and shot.stat().st_size > 50_000  # a blank 1280x2000 PNG is a few kB
+
+
+def test_report_over_run_with_an_empty_source_renders(tmp_path):
+    root = tmp_path / "sample"
+    _write_stage(root, "extract", "books", [])
+    _write_stage(root, "extract", "github", [Document(text="print('hi')\n", id="r/a.py", metadata={"source": "github", "size": 12})])
+    from pipeline import report
+
+    assert report.main([str(root)]) == 0
+    page = (root / "report" / "index.html").read_text()
+    funnel = _parse(_section(page, "funnel")).tables
+    books = next(t for t in funnel[1:] if t[1][0] == "extract" and t[1][1] == "0")
+    assert books[1][2] == "0"
+    assert "No token shards yet" in page and "No training run yet" in page
+
+
+def test_report_errors_are_one_line(tmp_path):
+    p = _cli("report", str(tmp_path / "missing"))
+    assert p.returncode == 2 and "no such run folder" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "empty").mkdir()
+    p = _cli("report", str(tmp_path / "empty"))
+    assert p.returncode == 2 and "no report/stats.json" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+# ---- inspect ------------------------------------------------------------------------------------
+def _inspect(*args: str) -> subprocess.CompletedProcess:
+    return _cli("inspect", *args, timeout=120)
+
+
+def _json_lines(p: subprocess.CompletedProcess) -> list[dict]:
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+def test_inspect_filters_parquet_documents(run):
+    root = run["root"]
+    kept = list(read_documents(root / "extract" / "github"))
+    docs = _json_lines(_inspect(str(root / "extract" / "github"), "--json", "--limit", "3"))
+    assert [d["id"] for d in docs] == [d.id for d in kept[:3]]
+    target = kept[4]
+    one = _json_lines(_inspect(str(root / "extract" / "github"), "--json", "--id", target.id, "--max-chars", "0"))
+    assert len(one) == 1 and one[0]["text"] == target.text and one[0]["metadata"]["repo"] == target.metadata["repo"]
+    short = _json_lines(_inspect(str(root / "extract" / "github"), "--json", "--id", target.id, "--max-chars", "40"))
+    assert short[0]["text"].startswith(target.text[:40]) and len(short[0]["text"]) < len(target.text)
+    excluded = list(read_documents(root / "extract" / "github", excluded=True))
+    gpl = [d.id for d in excluded if d.metadata["reason"].startswith("licence:gpl")]
+    got = _json_lines(_inspect(str(root / "extract" / "github"), "--reason", "licence:gpl", "--json", "--limit", "0"))
+    assert [d["id"] for d in got] == gpl and gpl
+    allx = _json_lines(_inspect(str(root / "extract" / "github"), "--excluded", "--json", "--limit", "0"))
+    assert len(allx) == len(excluded)
+    none = _inspect(str(root / "minhash" / "c4"), "--source", "github")
+    assert none.returncode == 0 and none.stdout == "" and "no matching documents" in none.stderr
+    text = _inspect(str(root / "minhash" / "c4" / "excluded" / "00000.parquet"), "--limit", "1")
+    assert text.returncode == 0 and text.stdout.startswith("── ") and "reason=dup:minhash" in text.stdout
+
+
+def test_inspect_decodes_token_shards(run, tmp_path):
+    import sentencepiece as spm
+
+    root = run["root"]
+    sp = spm.SentencePieceProcessor(model_file=str(root / "tokenizer" / "tokenizer.model"))
+    source_docs = list(read_documents(root / "extract" / "stackexchange"))
+    shards = sorted((root / "tokens" / "stackexchange").glob("*.ds"))
+    got = _json_lines(_inspect(str(shards[0]), "--json", "--limit", "3", "--max-chars", "0"))
+    assert [d["text"] for d in got] == [sp.decode(sp.encode(d.text)) for d in source_docs[:3]]
+    assert all(d["source"] == "stackexchange" and d["tokens"] > 1 for d in got)
+    folder = _json_lines(_inspect(str(root / "tokens" / "stackexchange"), "--json", "--limit", "0"))
+    assert len(folder) == len(source_docs)
+    idx = _json_lines(_inspect(str(shards[0]), "--json", "--id", "2", "--max-chars", "0"))
+    assert idx == [got[2]]
+    lonely = tmp_path / "x.ds"
+    for suffix in ("", ".index"):
+        shutil.copy(f"{shards[0]}{suffix}", f"{lonely}{suffix}")
+    shutil.copy(shards[0].with_suffix(".json"), lonely.with_suffix(".json"))
+    p = _inspect(str(lonely))
+    assert p.returncode == 2 and "no tokenizer found" in p.stderr and "Traceback" not in p.stderr
+    p = _inspect(str(lonely), "--tokenizer", str(root / "tokenizer" / "tokenizer.model"), "--limit", "1", "--json")
+    assert _json_lines(p)[0]["text"] == got[0]["text"]
