@@ -244,3 +244,8 @@ def test_macros_from_the_papers_own_sty(tmp_path):
     doc = _one(path)
     assert doc.metadata["main_file"] == "main.tex"
     assert doc.text == "\\section{A}\n\\mathbf{x} and paper's{} paper's\n"
+
+
+def test_expansion_never_glues_a_control_word_to_following_letters():
+    macros, _ = collect_macros("\\newcommand{\\op}[1]{#1\\cdot}\\newcommand{\\e}{\\epsilon}")
+    assert expand_macros("\\op{a}b and \\e{}x and \\e x", macros, 10, 1000)[0] == "a\\cdot b and \\epsilon{}x and \\epsilon x"

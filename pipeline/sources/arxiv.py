@@ -324,6 +324,9 @@ def _substitute(body: str, args: list[str]) -> str:
                   if int(m.group(1)) <= len(args) else m.group(0), body)
 
 
+_ENDS_IN_CONTROL_WORD = re.compile(r"(?<!\\)(?:\\\\)*\\[A-Za-z@]+$")
+
+
 def expand_macros(text: str, macros: dict[str, Macro], max_passes: int, max_chars: int) -> tuple[str, int]:
     """Expand the user macros in ``text`` until a fixpoint (at most ``max_passes`` passes, and never
     past ``max_chars`` characters, so self-recursive macros stop); (text, expansions made)."""
@@ -356,8 +359,8 @@ def expand_macros(text: str, macros: dict[str, Macro], max_passes: int, max_char
             if len(args) < macro.nargs:
                 continue  # malformed use: leave it
             body = _substitute(macro.body, args)
-            if macro.nargs == 0 and m.group(1).isalpha() and i < len(text) and text[i].isalpha():
-                body += " "  # \foo bar: the space ending a control word is still a separator
+            if i < len(text) and (text[i].isalpha() or text[i] == "@") and _ENDS_IN_CONTROL_WORD.search(body):
+                body += " "  # \foo{x}y with body "#1\bar" must not become "x\bary"
             out.append(text[pos : m.start()])
             out.append(body)
             pos, count = i, count + 1
