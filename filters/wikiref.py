@@ -18,7 +18,8 @@ from typing import Any
 
 from datatrove.data import Document
 
-from filters.fasttext_filter import FastTextFilter, one_line
+from filters.fasttext_filter import FastTextFilter, load_fasttext, one_line
+from filters.fasttext_train import train_supervised
 from filters.langid import fraction_param
 from pipeline.documents import read_documents
 from pipeline.stages import DocumentStage, ModelStage, StageIO
@@ -104,16 +105,18 @@ class WikirefTrainStage(ModelStage):
         docs = list(docs)
         rng.shuffle(docs)
         n_held = max(1, round(len(docs) * heldout)) if len(docs) > 1 else 0
-        train = [c for d in docs[n_held:] for c in page_chunks(d, chunk_chars)]
-        test = [c for d in docs[:n_held] for c in page_chunks(d, chunk_chars)]
+        per_doc = int(self.params.get("max_chunks_per_doc", 5))  # one long document must not dominate a class
+
+        def chunks(group: list[str]) -> list[str]:
+            return [c for d in group for c in page_chunks(d, chunk_chars)[:per_doc]]
+
+        train, test = chunks(docs[n_held:]), chunks(docs[:n_held])
         rng.shuffle(train)
         rng.shuffle(test)
         n_test = min(len(test), max(1, round(cap * heldout)))
         return train[: cap - n_test], test[:n_test]
 
     def build(self, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
-        import fasttext
-
         p = self.params
         seed = int(p.get("seed", 0))
         rng = random.Random(seed)
@@ -125,20 +128,22 @@ class WikirefTrainStage(ModelStage):
         for name, train, test in (("positive", pos_train, pos_test), ("negative", neg_train, neg_test)):
             if len(train) < 5 or not test:
                 raise ValueError(f"wikiref_train: too few {name} examples ({len(train)} train, {len(test)} held out)")
+        if p.get("balance", True):  # equal classes: the prior does not leak into scores, chance is 50%
+            n_train, n_test = min(len(pos_train), len(neg_train)), min(len(pos_test), len(neg_test))
+            pos_train, neg_train, pos_test, neg_test = pos_train[:n_train], neg_train[:n_train], pos_test[:n_test], neg_test[:n_test]
         examples = [f"{POSITIVE} {classifier_text(t)}" for t in pos_train] + [f"{NEGATIVE} {classifier_text(t)}" for t in neg_train]
         rng.shuffle(examples)
         io.work_dir.mkdir(parents=True, exist_ok=True)
         io.output_dir.mkdir(parents=True, exist_ok=True)
         train_file = io.work_dir / "train.txt"
         train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
-        model = fasttext.train_supervised(
+        train_supervised(
+            io.output_dir / MODEL_FILE,
             input=str(train_file), dim=int(p.get("dim", 64)), epoch=int(p.get("epochs", 5)), lr=float(p.get("lr", 0.5)),
             wordNgrams=int(p.get("wordNgrams", 2)), bucket=int(p.get("bucket", 1_000_000)), minCount=int(p.get("minCount", 1)),
             loss="softmax", thread=1, seed=seed, verbose=0,
         )
-        tmp = io.output_dir / f".{MODEL_FILE}.{os.getpid()}.tmp"
-        model.save_model(str(tmp))
-        os.replace(tmp, io.output_dir / MODEL_FILE)
+        model = load_fasttext(io.output_dir / MODEL_FILE)
         train_file.unlink()
         scores = reference_score(model, pos_test + neg_test)
         truth = [True] * len(pos_test) + [False] * len(neg_test)

@@ -96,3 +96,20 @@ def outputs(folder: Path) -> tuple[dict[str, Document], dict[str, Document]]:
     kept = {d.id: d for d in read_documents(folder)}
     excluded = {d.id: d for d in read_documents(folder, excluded=True)}
     return kept, excluded
+
+
+@functools.cache
+def crawl_pages() -> tuple[str, ...]:
+    """Text of the real crawled pages of data/sample/commoncrawl: the WET conversions of docs-web and
+    the HTML responses of the iana.org crawl (resiliparse plain text), empty pages left out."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from warcio.archiveiterator import ArchiveIterator
+
+    pages = []
+    with open(SAMPLE / "commoncrawl" / "docs-web.warc.wet.gz", "rb") as f:
+        pages += [r.content_stream().read().decode("utf-8") for r in ArchiveIterator(f) if r.rec_type == "conversion"]
+    with open(SAMPLE / "commoncrawl" / "iana.warc.gz", "rb") as f:
+        for r in ArchiveIterator(f):
+            if r.rec_type == "response" and "html" in (r.http_headers.get_header("Content-Type") or ""):
+                pages.append(extract_plain_text(r.content_stream().read().decode("utf-8", "replace"), main_content=False))
+    return tuple(p for p in pages if len(p) >= 200)
