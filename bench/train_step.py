@@ -1,0 +1,103 @@
+"""Training-step throughput on CPU: our Llama vs transformers' LlamaForCausalLM, same run, same machine.
+
+Both models get identical dimensions, batch, dtype, optimizer (AdamW, LLaMA hyper-parameters) and thread
+count; each timed round runs a few fwd+bwd+AdamW steps of one model, rounds alternate between the two so
+that background load hits both alike, and the median round is reported.
+
+    nice python bench/train_step.py [--dim 256 --layers 4 --heads 8 --vocab 8000 --seq 256 --batch 8
+                                     --threads 2 --rounds 6 --steps 3 --bf16]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts bench/ first on sys.path, where sibling scripts could shadow stdlib modules
+# (e.g. a bench/tokenize.py); import from the repository root instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from model.config import ModelConfig  # noqa: E402
+from model.llama import Llama  # noqa: E402
+
+
+def hf_model(cfg: ModelConfig) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_cfg = LlamaConfig(hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim, num_hidden_layers=cfg.n_layers,
+                         num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.kv_heads, vocab_size=cfg.vocab_size,
+                         max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=False)
+    return LlamaForCausalLM._from_config(hf_cfg, attn_implementation="sdpa")
+
+
+def step_fn(model: torch.nn.Module, hf: bool, bf16: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+
+    def step(x, y):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x, labels=y).loss if hf else model(x, y)[1]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=8000)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (default fp32)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads, vocab_size=args.vocab,
+                      max_seq_len=args.seq)
+    ours = Llama(cfg)
+    theirs = hf_model(cfg)
+    n_ours = ours.num_params()
+    n_theirs = sum(p.numel() for p in theirs.parameters())
+    assert n_ours == n_theirs, (n_ours, n_theirs)
+    x = torch.randint(0, args.vocab, (args.batch, args.seq))
+    # ours shifts nothing (targets given aligned); HF shifts labels internally -> give it the same next-token task
+    y = torch.roll(x, -1, dims=1)
+    y_hf = x.clone()
+    steps = {"ours": (step_fn(ours, False, args.bf16), (x, y)), "transformers": (step_fn(theirs, True, args.bf16), (x, y_hf))}
+    for fn, batch in steps.values():  # warm-up (allocator, first-call overheads)
+        fn(*batch)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(args.rounds):
+        for name, (fn, batch) in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                fn(*batch)
+            times[name].append((time.perf_counter() - t0) / args.steps)
+    tokens = args.batch * args.seq
+    tps = {k: tokens / statistics.median(v) for k, v in times.items()}
+    dtype = "bf16 autocast" if args.bf16 else "fp32"
+    print(f"machine: {platform.machine()} {platform.processor() or ''} threads={args.threads} torch={torch.__version__}")
+    print(f"model: dim={args.dim} layers={args.layers} heads={args.heads} vocab={args.vocab} params={n_ours/1e6:.2f}M; "
+          f"batch {args.batch}x{args.seq}, {dtype}, AdamW")
+    for name, v in tps.items():
+        print(f"{name:>13}: {v:8.0f} tokens/s (median of {args.rounds} rounds x {args.steps} steps)")
+    print(f"ratio ours/transformers: {tps['ours'] / tps['transformers']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
