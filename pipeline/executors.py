@@ -72,6 +72,39 @@ def resolve_workers(workers: Any) -> int:
     return max(1, int(workers))
 
 
+class TaskProgress:
+    """A progress bar over a pass's tasks, fed by datatrove's completion markers (so it counts tasks
+    finished by any worker process, and those completed before a resume). Silent when not on a TTY."""
+
+    def __init__(self, logging_dir: Path, tasks: int, name: str):
+        import threading
+
+        from tqdm import tqdm
+
+        self.dir = Path(logging_dir) / "completions"
+        self.bar = tqdm(total=tasks, desc=name, unit="task", disable=None, leave=False)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.5):
+            self._update()
+
+    def _update(self) -> None:
+        done = len(list(self.dir.glob("*"))) if self.dir.exists() else 0
+        self.bar.update(max(0, done - self.bar.n))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self._update()
+        self.bar.close()
+
+
 class LocalExecutor:
     """datatrove's LocalPipelineExecutor: tasks = input shards, workers = cores."""
 
@@ -87,7 +120,8 @@ class LocalExecutor:
             skip_completed=True,
             start_method="fork" if sys.platform.startswith("linux") else "spawn",
         )
-        executor.run()
+        with TaskProgress(logging_dir, tasks, name):
+            executor.run()
         incomplete = executor.get_incomplete_ranks()
         if incomplete:
             raise RuntimeError(f"{name}: tasks {incomplete[:10]} did not complete (see {logging_dir}/logs)")
