@@ -57,7 +57,7 @@ def test_proportions_match_weights_over_many_draws(tokens):
                        (("commoncrawl", 67.0), ("github", 4.5), ("wikipedia", 28.5))}}
     loader = MixtureLoader(tokens, mix, seq_len=16, seed=3)
     n = 60_000
-    picks = loader.plan(n)
+    picks = loader.plan_sources(n)
     for name, p in loader.target.items():
         share = sum(1 for s, _ in picks if s == name) / n
         assert abs(share - p) < 4.5 * math.sqrt(p * (1 - p) / n), (name, share, p)
@@ -191,3 +191,12 @@ def test_corrupt_shard_is_a_clear_error(tmp_path):
         open_shard(ds)
     with pytest.raises(ShardError):
         TokenStream(tmp_path / "s")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 1000, 4097])
+def test_window_permutation_is_a_keyed_bijection(n):
+    from train.mixture import permuted_index
+    perm = [permuted_index(i, n, key=12345) for i in range(n)]
+    assert sorted(perm) == list(range(n))
+    if n >= 17:
+        assert perm != list(range(n)) and perm != [permuted_index(i, n, key=54321) for i in range(n)]

@@ -132,7 +132,7 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     model.train()
     while step < cfg.max_steps:
         try:
-            loader.plan(accum * cfg.batch.micro_batch * d.world_size)  # whole step available, or stop now
+            loader.plan_sources(accum * cfg.batch.micro_batch * d.world_size)  # whole step available, or stop now
         except MixtureExhausted as e:
             stop_reason = f"data exhausted: {e}"
             break

@@ -82,6 +82,28 @@ def _source_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+def permuted_index(pos: int, n: int, key: int) -> int:
+    """Position `pos` of a keyed pseudo-random permutation of range(n), in O(1) memory.
+
+    A 4-round Feistel network (splitmix64 rounds) permutes [0, 2^bits) with 2^bits < 4n; cycle-walking
+    maps it onto [0, n). A materialised permutation of a CommonCrawl-sized source (~5e8 windows at
+    seq 2048) would cost gigabytes per rank; this costs nothing and needs no state in checkpoints.
+    """
+    if not 0 <= pos < n:
+        raise IndexError(f"position {pos} outside a permutation of {n}")
+    bits = max(2, (n - 1).bit_length())
+    bits += bits % 2
+    half, mask = bits // 2, (1 << (bits // 2)) - 1
+    x = pos
+    while True:
+        left, right = x >> half, x & mask
+        for rnd in range(4):
+            left, right = right, left ^ (_splitmix64(key ^ (rnd << 56) ^ right) & mask)
+        x = (left << half) | right
+        if x < n:
+            return x
+
+
 class SourceWindows:
     """One source's tokens cut into windows of seq_len+1 tokens at stride seq_len, split train/held-out."""
 
@@ -140,7 +162,6 @@ class MixtureLoader:
         self.cap = {n: int(math.floor(self.specs[n].epochs * self.windows[n].n_train)) for n in self.names}
         self.draw = 0
         self.consumed = {n: 0 for n in self.names}
-        self._perm_cache: dict[str, tuple[int, np.ndarray]] = {}
 
     # ----- the global stream -------------------------------------------------------------------
     def _pick(self, i: int, consumed: dict[str, int]) -> str:
@@ -157,24 +178,25 @@ class MixtureLoader:
         return active[-1]
 
     def _window_index(self, name: str, c: int) -> int:
+        """Window for the c-th draw of a source: position c mod n_train of epoch c // n_train's permutation."""
         n_train = self.windows[name].n_train
         epoch, pos = divmod(c, n_train)
-        cached = self._perm_cache.get(name)
-        if cached is None or cached[0] != epoch:
-            rng = np.random.default_rng([self.seed, _source_key(name), epoch])
-            cached = (epoch, rng.permutation(n_train))
-            self._perm_cache[name] = cached
-        return int(cached[1][pos])
+        key = _splitmix64(_splitmix64(_splitmix64(self.seed & _MASK64) ^ _source_key(name)) ^ epoch)
+        return permuted_index(pos, n_train, key)
 
-    def plan(self, n_draws: int) -> list[tuple[str, int]]:
-        """The next n_draws global draws as (source, window index), without consuming them."""
+    def plan_sources(self, n_draws: int) -> list[tuple[str, int]]:
+        """The next n_draws global draws as (source, that source's draw count), without consuming them."""
         consumed = dict(self.consumed)
         picks = []
         for i in range(self.draw, self.draw + n_draws):
             name = self._pick(i, consumed)
             picks.append((name, consumed[name]))
             consumed[name] += 1
-        return [(name, self._window_index(name, c)) for name, c in picks]
+        return picks
+
+    def plan(self, n_draws: int) -> list[tuple[str, int]]:
+        """The next n_draws global draws as (source, window index), without consuming them."""
+        return [(name, self._window_index(name, c)) for name, c in self.plan_sources(n_draws)]
 
     def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the next global micro-batch (batch_size rows per rank).
