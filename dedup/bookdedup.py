@@ -18,7 +18,6 @@ small, ~0.5 KB each), ``main`` (per input shard: apply).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +28,9 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from dedup.hashing import shingle_hashes, words
-from dedup.linededup import int_param
 from dedup.signatures import MinHasher
 from dedup.steps import CollectStep, DecideStep
-from dedup.workfiles import atomic_save, load
+from dedup.workfiles import atomic_parquet, atomic_save, fraction_param, int_param, load
 from pipeline.documents import exclude, is_excluded
 from pipeline.stages import Stage, StageIO
 
@@ -132,11 +130,7 @@ class OverlapDecider(PipelineStep):
                 },
                 schema=DECISIONS,
             )
-            final = Path(self.work_dir) / "decisions" / f"{r:05d}.parquet"
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, final)
+            atomic_parquet(Path(self.work_dir) / "decisions" / f"{r:05d}.parquet", table)
         return
         yield
 
@@ -157,19 +151,12 @@ class BookMarker(DecideStep):
             yield doc
 
 
-def fraction(params: dict, key: str, default: float) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{key}: expected a fraction in [0, 1], got {value!r}")
-    return float(value)
-
-
 class BookDedupStage(Stage):
     name = "bookdedup"
 
     def run(self, io: StageIO) -> None:
-        threshold = fraction(io.params, "threshold", 0.9)
-        candidate = fraction(io.params, "candidate_threshold", max(0.0, threshold - 0.2))
+        threshold = fraction_param(io.params, "threshold", 0.9)
+        candidate = fraction_param(io.params, "candidate_threshold", max(0.0, threshold - 0.2))
         num_perm = int_param(io.params, "num_perm", 128, 8, 4096)
         ngram = int_param(io.params, "ngram", 5, 1, 64)
         seed = int_param(io.params, "seed", 1, 0, 2**63 - 1)

@@ -24,9 +24,8 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from numpy.lib.recfunctions import repack_fields
 
-from dedup.linededup import int_param
 from dedup.steps import CollectStep, DecideStep
-from dedup.workfiles import first_occurrence, gather_rank, read_partition, split_by_rank, write_partitioned
+from dedup.workfiles import first_occurrence, gather_rank, int_param, read_partition, split_by_rank, write_partitioned
 from pipeline.documents import exclude, is_excluded
 from pipeline.stages import Stage, StageIO
 

@@ -25,8 +25,8 @@ from datatrove.pipeline.base import PipelineStep
 
 from dedup.hashing import line_hasher, normalize_line
 from dedup.steps import CollectStep, DecideStep
-from dedup.workfiles import (atomic_save, first_occurrence, gather_rank, read_partition, split_by_rank,
-                             write_partitioned)
+from dedup.workfiles import (atomic_save, first_occurrence, gather_rank, int_param, read_partition,
+                             split_by_rank, write_partitioned)
 from pipeline.documents import exclude, is_excluded
 from pipeline.stages import Stage, StageIO
 
@@ -120,13 +120,6 @@ class LineRemover(DecideStep):
             elif len(doc.text) < self.min_length:
                 exclude(doc, "dup:too_short", self.stage)
             yield doc
-
-
-def int_param(params: dict, key: str, default: int, lo: int, hi: int) -> int:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{key}: expected an integer in [{lo}, {hi}], got {value!r}")
-    return value
 
 
 class LineDedupStage(Stage):

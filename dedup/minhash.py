@@ -17,7 +17,6 @@ Jaccard similarity without comparing all pairs. Passes (all under ``io.work_dir`
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,10 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 from loguru import logger
 
-from dedup.linededup import int_param
 from dedup.lsh import EDGE, components, doc_key, merge_runs, sorted_buckets, split_key, star_edges
 from dedup.signatures import EMPTY, MinHasher, band_hashes, lsh_threshold, p_candidate
 from dedup.steps import CollectStep, DecideStep
-from dedup.workfiles import atomic_json, atomic_save, load
+from dedup.workfiles import atomic_json, atomic_parquet, atomic_save, fraction_param, int_param, load
 from pipeline.documents import exclude, is_excluded
 from pipeline.stages import Stage, StageIO
 
@@ -153,11 +151,7 @@ class ClusterBuilder(PipelineStep):
         for r in range(len(self.input_files)):
             sel = ranks == r
             table = pa.table({"index": idx[sel], "cluster": root_ids[sel].tolist(), "size": sizes[sel]}, schema=CLUSTERS)
-            final = work / "clusters" / f"{r:05d}.parquet"
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, final)
+            atomic_parquet(work / "clusters" / f"{r:05d}.parquet", table)
         summary = {
             "candidate_pairs": int(len(edges)),
             "verified_pairs": int(len(verified)),
@@ -209,9 +203,7 @@ class MinhashStage(Stage):
         rows = int_param(io.params, "rows", 8, 1, 1024)
         ngram = int_param(io.params, "ngram", 5, 1, 64)
         seed = int_param(io.params, "seed", 1, 0, 2**63 - 1)
-        verify = io.params.get("verify_threshold", 0.7)
-        if isinstance(verify, bool) or not isinstance(verify, (int, float)) or not 0 <= verify <= 1:
-            raise ValueError(f"verify_threshold: expected a fraction in [0, 1], got {verify!r}")
+        verify = fraction_param(io.params, "verify_threshold", 0.7)
         lsh = lsh_summary(bands, rows)
         logger.info(
             f"{io.stage}/{io.source}: {bands} bands x {rows} rows = {bands * rows} hashes, threshold (1/b)^(1/r) = "
@@ -221,7 +213,7 @@ class MinhashStage(Stage):
         tasks = self.tasks(io)
         io.run_pass("signatures", [io.reader(), SignatureWriter(io.work_dir, bands, rows, ngram, seed)], tasks=tasks)
         io.run_pass("buckets", [BucketMerger(io.work_dir, tasks)], tasks=bands)
-        io.run_pass("clusters", [ClusterBuilder(io.work_dir, bands, io.input_files, float(verify))], tasks=1)
+        io.run_pass("clusters", [ClusterBuilder(io.work_dir, bands, io.input_files, verify)], tasks=1)
         io.run_pass("main", [io.reader(account=True), ClusterMarker(io.work_dir, io.stage), io.writer()], tasks=tasks)
         summary = {**lsh, "verify_threshold": verify, **json.loads((io.work_dir / "clusters" / "summary.json").read_text())}
         io.extra["summary"] = summary

@@ -9,13 +9,13 @@ Both count documents, and the final step refuses to run if the input changed sin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from dedup.workfiles import atomic_json
-import json
 
 
 def count_path(work_dir: str | Path, rank: int) -> Path:

@@ -111,3 +111,27 @@ def gather_rank(root: Path, parts: int, rank: int) -> np.ndarray:
             raise FileNotFoundError(f"dedup work file {path} is missing (an earlier pass did not finish)")
         chunks.append(load(path))
     return np.concatenate(chunks)
+
+
+def atomic_parquet(path: str | Path, table) -> None:
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def int_param(params: dict, key: str, default: int, lo: int, hi: int) -> int:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{key}: expected an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def fraction_param(params: dict, key: str, default: float) -> float:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{key}: expected a fraction in [0, 1], got {value!r}")
+    return float(value)
