@@ -121,10 +121,13 @@ class DownloadStage(Stage):
                 logger.warning(f"download/{io.source}: {r.item.url}: {r.reason}")
         if summary["ok"] == 0:
             raise RuntimeError(f"download/{io.source}: all {summary['in']} inputs failed (first: {results[0].reason})")
-        ok_bytes = sum(r.bytes for r in results if r.ok)
-        accounting.write_task_record(io.account_dir, "in", 0, {"docs_in": summary["in"], "bytes_in": summary["bytes"]})
+        # sizes of the files, not bytes moved by this call: a resumed run must report the same totals
+        ok_bytes = sum(r.path.stat().st_size for r in results if r.ok and r.path)
+        accounting.write_task_record(io.account_dir, "in", 0, {"docs_in": summary["in"], "bytes_in": ok_bytes})
         record = accounting.empty_out_record()
-        record.update({"docs_out": summary["ok"], "bytes_out": ok_bytes, "resumed": summary["resumed"], "downloaded": summary["downloaded"]})
+        record.update({"docs_out": summary["ok"], "bytes_out": ok_bytes})
+        transfer = {"bytes_transferred": summary["bytes"], "resumed": summary["resumed"], "downloaded": summary["downloaded"]}
+        accounting.atomic_write_json(io.work_dir / "transfer.json", transfer)
         for r in results:
             if not r.ok:
                 accounting.add_exclusion(record, (r.reason or "unknown").split(":", 1)[0], 0)
