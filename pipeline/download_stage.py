@@ -23,6 +23,7 @@ from pipeline.stages import Stage, StageIO
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _PASSTHROUGH = ("sha256", "name", "base_url", "max_files")
+_SITE_FILES = {"stackoverflow.com": "stackoverflow.com-Posts"}
 
 
 def _expand_template(entry: dict[str, Any]) -> list[Any]:
@@ -35,7 +36,8 @@ def _expand_template(entry: dict[str, Any]) -> list[Any]:
             from pipeline.sources.stackexchange import LARGEST_SITES
 
             sites = LARGEST_SITES
-        return [template.format(site=x) for x in sites]
+        # the dump ships Stack Overflow split by table; its questions and answers are in -Posts.7z
+        return [template.format(site=_SITE_FILES.get(x, x)) for x in sites]
     m = _RANGE.search(template)
     if m:
         lo, hi, width = int(m.group(1)), int(m.group(2)), len(m.group(1))
