@@ -253,18 +253,18 @@ def funnel_rows(data: RunData, source: str) -> list[dict[str, Any]]:
     for stage in data.stages.get(source, []):
         rec = data.record(stage, source) or {}
         tokens = rec.get("tokens")
-        est_in = est_out = None
-        if tokens is None and bpt:
-            est_in = rec.get("bytes_in", 0) / bpt
-            est_out = rec.get("bytes_out", 0) / bpt
-        rows.append({"stage": stage, "rec": rec, "tokens": tokens, "est_in": est_in, "est_out": est_out})
+        estimate = None
+        if tokens is None and bpt and stage != "download":  # download's bytes are raw files, not text
+            estimate = round(rec.get("bytes_out", 0) / bpt)
+        rows.append({"stage": stage, "rec": rec, "tokens": tokens, "estimate": estimate})
     return rows
 
 
 def section_funnel(data: RunData) -> str:
     out = ['<h2 id="funnel">Funnel</h2><p class="muted">Exact counts from report/stats.json. Each stage '
-           "accounts for every document: in = kept + excluded. <code>download</code>/<code>extract</code> count files in; "
-           "tokens before <code>tokenize</code> are estimated (≈) from the source's measured bytes per token.</p>"]
+           "accounts for every document: in = kept + excluded. <code>download</code> counts files, <code>extract</code> files or "
+           "records in and documents out; tokens of the kept text before <code>tokenize</code> are estimated (≈) from the "
+           "source's measured bytes per token.</p>"]
     overview = []
     for source in data.sources:
         rows = funnel_rows(data, source)
@@ -284,7 +284,7 @@ def section_funnel(data: RunData) -> str:
         body = []
         for r in rows:
             rec = r["rec"]
-            tok = num(r["tokens"]) if r["tokens"] is not None else (f"≈{num(r['est_in'])} → ≈{num(r['est_out'])}" if r["est_in"] is not None else "—")
+            tok = num(r["tokens"]) if r["tokens"] is not None else (f"≈{num(r['estimate'])}" if r["estimate"] is not None else "—")
             body.append([
                 esc(r["stage"]), num(rec.get("docs_in")), num(rec.get("docs_out")), num(rec.get("docs_excluded")),
                 _pct(rec.get("docs_out", 0), rec.get("docs_in", 0)), human_bytes(rec.get("bytes_in")),
@@ -293,7 +293,7 @@ def section_funnel(data: RunData) -> str:
         if not rows:
             body.append(["—", "", "", "", "", "", "", "", "", "this source has not been run"])
         out.append(f'<h3 id="funnel-{esc(source)}">{esc(source)}</h3>')
-        out.append(table(["stage", "docs in", "kept", "excluded", "kept %", "bytes in", "bytes kept", "tokens", "seconds", "removal reasons"],
+        out.append(table(["stage", "docs in", "kept", "excluded", "kept %", "bytes in", "bytes kept", "tokens kept", "seconds", "removal reasons"],
                          body, numeric=(1, 2, 3, 4, 5, 6, 7, 8), cls="funnel"))
     return "".join(out)
 
@@ -335,7 +335,25 @@ def _lines_for(data: RunData, scan: FolderScan, key: str) -> list[tuple[str, flo
     threshold = params.get("threshold")
     if key.endswith("_score") and isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
         lines.append((f"threshold {threshold:g}", float(threshold)))
+    limit = _limit_param(key, params)
+    if limit:
+        lines.append((f"{limit} {params[limit]:g}", float(params[limit])))
     return lines
+
+
+def _limit_param(key: str, params: dict[str, Any]) -> str | None:
+    """The stage parameter that bounds ``key``: ``max_line_length`` for ``code_max_line_length``,
+    ``min_alnum_fraction`` for ``code_alnum_fraction``; the longest matching name wins, so
+    ``max_mean_line_length`` (not ``max_line_length``) bounds ``code_mean_line_length``."""
+    best, best_len = None, 0
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        names = [name] + ([name[4:]] if name.startswith(("min_", "max_")) else [])
+        for n in names:
+            if (key == n or key.endswith("_" + n)) and len(n) > best_len:
+                best, best_len = name, len(n)
+    return best
 
 
 def _sampled_note(scan: FolderScan) -> str:
@@ -408,7 +426,7 @@ def section_signals(data: RunData) -> str:
             body += "<p class='muted'>Constant: " + "; ".join(constants) + "</p>"
         if label_tables:
             body += details("labels", grid(label_tables))
-        out.append(details(f"{esc(source)} — {len(figs)} plots", body, open_=True))
+        out.append(details(f"{esc(source)} — {len(figs)} plot{'' if len(figs) == 1 else 's'}", body, open_=True))
     if len(out) == 1:
         out.append("<p>No numeric signals in the stage folders.</p>")
     return "".join(out)
@@ -425,7 +443,11 @@ def section_clusters(data: RunData) -> str:
     out = ['<h2 id="clusters">Near-duplicate clusters</h2>']
     found = False
     for (stage, source), scan in data.scans.items():
-        for key, stats in sorted(scan.clusters.items()):
+        keys = sorted(scan.clusters)
+        if any(k.endswith("_cluster") for k in keys):  # duplicate_of then only repeats what the cluster id says
+            keys = [k for k in keys if k.endswith("_cluster")]
+        for key in keys:
+            stats = scan.clusters[key]
             found = True
             hist = stats.size_histogram()
             parts = [f"<p>{stats.documents:,} documents carry <code>{esc(key)}</code> at {esc(stage)}; "
@@ -456,9 +478,9 @@ def mixture_rows(data: RunData) -> tuple[list[dict[str, Any]], int]:
         tokens, w, ep = data.tokens(source), data.weight(source), data.epochs(source)
         rows.append({
             "source": source, "tokens": tokens, "share": tokens / total if total else None, "weight": w,
-            "target": w * total if w is not None else None,
+            "target": round(w * total) if w is not None else None,
             "epochs_implied": (w * total / tokens) if (w is not None and tokens) else None,
-            "epochs": ep, "budget": (ep * tokens / w) if (w and ep is not None) else None,
+            "epochs": ep, "budget": round(ep * tokens / w) if (w and ep is not None) else None,
         })
     return rows, total
 
@@ -483,12 +505,12 @@ def section_mixture(data: RunData) -> str:
             cells.append(num(r["weight"] * run.summary["tokens"] / r["tokens"], 3) if r["weight"] is not None and r["tokens"] else "—")
         body.append(cells)
     out.append(table(headers, body, numeric=tuple(range(1, len(headers))), total=["total", num(total), "100%", "", "", "", "", ""] + ([""] if run else [])))
-    budgets = [r["budget"] for r in rows if r["budget"] is not None and r["weight"]]
-    if budgets and data.manifest:
-        binding = min(rows, key=lambda r: r["budget"] if r["budget"] is not None and r["weight"] else float("inf"))
-        out.append(f"<p>Largest training budget with every source within its manifest epochs: <b>{num(binding['budget'])}</b> tokens "
-                   f"(bound by <code>{esc(binding['source'])}</code>). A run over all {num(total)} tokens at the manifest weights "
-                   f"repeats each source <i>epochs at total</i> times.</p>")
+    bounded = [r for r in rows if r["budget"] and r["weight"] and r["tokens"]]
+    if bounded:
+        binding = min(bounded, key=lambda r: r["budget"])
+        out.append(f"<p>Largest training budget with every source that has tokens within its manifest epochs: "
+                   f"<b>{num(binding['budget'])}</b> tokens (bound by <code>{esc(binding['source'])}</code>). A run over all "
+                   f"{num(total)} tokens at the manifest weights repeats each source <i>epochs at total</i> times.</p>")
     missing = [r["source"] for r in rows if r["weight"] and not r["tokens"]]
     if missing:
         out.append(f'<p class="warn">No tokens for {esc(", ".join(missing))}: a run with the manifest weights cannot sample '
@@ -639,7 +661,7 @@ def summary_table(data: RunData) -> str:
     """The funnel per source as fixed-width text: documents at each end, reasons, tokens, mixture."""
     rows, total = mixture_rows(data)
     by_source = {r["source"]: r for r in rows}
-    header = f"{'source':<14} {'stages':>6} {'docs in':>9} {'kept':>9} {'kept%':>6} {'bytes kept':>11} {'tokens':>11} {'share':>6} {'target':>6}  top removal reasons"
+    header = f"{'source':<14} {'stages':>6} {'docs in':>9} {'kept':>9} {'kept%':>6} {'bytes kept':>11} {'tokens':>11} {'share':>6} {'target':>6}  top exclusions (all stages)"
     lines = [header, "-" * len(header)]
     for source in data.sources:
         doc_rows = [r for r in funnel_rows(data, source) if r["stage"] not in ("download", "tokenize")]
@@ -647,7 +669,7 @@ def summary_table(data: RunData) -> str:
         last = doc_rows[-1]["rec"] if doc_rows else {}
         docs_in = first.get("docs_out") if doc_rows and doc_rows[0]["stage"] == "extract" else first.get("docs_in")
         reasons: dict[str, int] = {}
-        for r in doc_rows[1:] if doc_rows and doc_rows[0]["stage"] == "extract" else doc_rows:
+        for r in doc_rows:
             for reason, n in (r["rec"].get("excluded") or {}).items():
                 reasons[reason] = reasons.get(reason, 0) + n
         top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])

@@ -63,7 +63,7 @@ def _bins(values: np.ndarray) -> tuple[np.ndarray, bool]:
         return np.array([lo - 0.5, hi + 0.5]), False
     if np.all(values == np.round(values)) and hi - lo <= 40:
         return np.arange(lo - 0.5, hi + 1.5), False
-    if lo > 0 and hi / lo > 1000:
+    if lo > 0 and hi / lo > 100:
         return np.logspace(math.log10(lo), math.log10(hi), 41), True
     return np.linspace(lo, hi, 41), False
 
@@ -129,6 +129,8 @@ def curves(title: str, series: dict[str, tuple[Sequence[float], Sequence[float]]
                 marker="o" if len(xs) < 20 else None, markersize=3, linewidth=1.3)
     if log_y:
         ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)

@@ -308,7 +308,16 @@ def test_report_errors_are_one_line(tmp_path):
 
 # ---- inspect ------------------------------------------------------------------------------------
 def _inspect(*args: str) -> subprocess.CompletedProcess:
-    return _cli("inspect", *args, timeout=120)
+    """The inspect command in this process (its CLI wrapper is exercised by the error cases)."""
+    import contextlib
+    import io
+
+    from pipeline import inspect
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = inspect.main(list(args))
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 
 def _json_lines(p: subprocess.CompletedProcess) -> list[dict]:
@@ -356,7 +365,28 @@ def test_inspect_decodes_token_shards(run, tmp_path):
     for suffix in ("", ".index"):
         shutil.copy(f"{shards[0]}{suffix}", f"{lonely}{suffix}")
     shutil.copy(shards[0].with_suffix(".json"), lonely.with_suffix(".json"))
-    p = _inspect(str(lonely))
+    p = _cli("inspect", str(lonely))
     assert p.returncode == 2 and "no tokenizer found" in p.stderr and "Traceback" not in p.stderr
     p = _inspect(str(lonely), "--tokenizer", str(root / "tokenizer" / "tokenizer.model"), "--limit", "1", "--json")
     assert _json_lines(p)[0]["text"] == got[0]["text"]
+
+
+def test_scans_are_bounded_and_say_so(run):
+    from pipeline.report_scan import FolderScanner
+
+    folder = run["root"] / "extract" / "stackexchange"
+    full = FolderScanner(max_rows=None).scan("extract", "stackexchange", folder)
+    assert full.scanned == full.rows and full.rows["kept"] == 151 and not full.sampled
+    small = FolderScanner(max_rows=10, max_values=7, samples_per_reason=2).scan("extract", "stackexchange", folder)
+    assert small.sampled and 0 < small.scanned["kept"] <= 10 and small.rows["kept"] == 151
+    assert len(small.values("score", "kept")) <= 7 and len([s for s in small.kept_samples.items if s]) == 2
+
+
+def test_limit_lines_come_from_the_stage_parameter_that_bounds_the_signal():
+    from pipeline.report import _limit_param
+
+    params = {"max_line_length": 1000, "max_mean_line_length": 100, "min_alnum_fraction": 0.25, "enabled": True}
+    assert _limit_param("code_max_line_length", params) == "max_line_length"
+    assert _limit_param("code_mean_line_length", params) == "max_mean_line_length"
+    assert _limit_param("code_alnum_fraction", params) == "min_alnum_fraction"
+    assert _limit_param("size", params) is None
