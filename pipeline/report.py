@@ -154,7 +154,9 @@ def _scan_folders(data: RunData, scanner: FolderScanner) -> None:
 def _task_bytes_per_token(root: Path, source: str) -> dict[int, float]:
     """Exact bytes/token per tokenize task, from its accounting record (bytes and tokens it wrote)."""
     out = {}
-    for path in sorted((root / ".work" / "tokenize" / source / "accounting").glob("out-*.json")):
+    runner_dir = root / ".work" / "tokenize" / source / "accounting"
+    standalone_dir = root / TOKENS_DIR / source / ".work" / "accounting"  # `python -m pipeline stage tokenize`
+    for path in sorted((runner_dir if runner_dir.is_dir() else standalone_dir).glob("out-*.json")):
         try:
             rec = json.loads(path.read_text())
             rank = int(path.stem.split("-")[1])
@@ -558,9 +560,11 @@ def section_samples(data: RunData) -> str:
             mean = scan.chars_total / scan.scanned["kept"] if scan.scanned["kept"] else None
             inner.append(details(f"kept — {scan.rows['kept']:,} documents (mean {num(mean)} chars, max {num(scan.chars_max)})",
                                  "".join(_doc_html(s, False) for s in kept) or "<p>none</p>"))
+            exact = (data.record(stage, source) or {}).get("excluded") or {}
             for reason, res in sorted(scan.excluded_samples.items(), key=lambda kv: -scan.reason_counts[kv[0]]):
                 docs = [s for s in res.items if s is not None]
-                inner.append(details(f"excluded: <code>{esc(reason)}</code> — {scan.reason_counts[reason]:,} documents",
+                count = exact.get(reason, scan.reason_counts[reason])
+                inner.append(details(f"excluded: <code>{esc(reason)}</code> — {count:,} documents",
                                      "".join(_doc_html(s, True) for s in docs)))
             parts.append(details(f"{esc(stage)} <span class='muted'>{scan.rows['kept']:,} kept, {scan.rows['excluded']:,} excluded</span>",
                                  "".join(inner)))

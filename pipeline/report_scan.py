@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.accounting import reason_key
 from pipeline.documents import EXCLUDED_DIR, list_shards
 
 # Keys that are bookkeeping or identifiers, never quality signals.
@@ -208,7 +209,7 @@ class FolderScanner:
             if slot is not None:
                 result.kept_samples.items[slot] = sample()
         else:
-            reason = str(meta.get("reason") or "unknown")
+            reason = reason_key(str(meta.get("reason") or "unknown"))  # wikiref:0.12 -> wikiref: one reservoir per rule
             result.reason_counts[reason] += 1
             res = result.excluded_samples.get(reason)
             if res is None:

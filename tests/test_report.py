@@ -390,3 +390,30 @@ def test_limit_lines_come_from_the_stage_parameter_that_bounds_the_signal():
     assert _limit_param("code_mean_line_length", params) == "max_mean_line_length"
     assert _limit_param("code_alnum_fraction", params) == "min_alnum_fraction"
     assert _limit_param("size", params) is None
+
+
+def test_shard_bytes_per_token_is_the_writing_task_s(run):
+    root = run["root"]
+    github_table = _parse(_section(run["html"], "shards")).tables[0]  # sources in folder order: github first
+    shards = {r[0]: r for r in github_table[1:]}
+    records = sorted((root / "tokens" / "github" / ".work" / "accounting").glob("out-*.json"))
+    ratios = set()
+    for rec_path in records:
+        rec = json.loads(rec_path.read_text())
+        if rec.get("tokens"):
+            rank = int(rec_path.stem.split("-")[1])
+            ratios.add(f"{rec['bytes_out'] / rec['tokens']:,.2f}")
+            assert shards[f"{rank:05d}_000.ds"][5] == f"{rec['bytes_out'] / rec['tokens']:,.2f}"
+    assert len(ratios) > 1  # per task, not one figure for the whole source
+
+
+def test_perplexity_cutoffs_are_drawn_from_the_stage_summary(tmp_path):
+    from pipeline.report import RunData, _lines_for
+    from pipeline.report_scan import FolderScan
+
+    folder = tmp_path / "perplexity" / "commoncrawl"
+    folder.mkdir(parents=True)
+    (folder / "perplexity.json").write_text(json.dumps({"percentiles": [30, 60], "cutoffs": {"en": [210.5, 480.25]}}))
+    data = RunData(tmp_path, "sample", {"stages": {"wikiref": {"commoncrawl": {"params": {"threshold": 0.25}}}}}, None)
+    assert _lines_for(data, FolderScan("perplexity", "commoncrawl", folder), "perplexity") == [("en p30", 210.5), ("en p60", 480.25)]
+    assert _lines_for(data, FolderScan("wikiref", "commoncrawl", tmp_path), "wikiref_score") == [("threshold 0.25", 0.25)]
