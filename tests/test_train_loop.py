@@ -80,3 +80,14 @@ def test_shards_from_another_tokenizer_are_refused(corpus, tmp_path):
     cfg["data"] = {**cfg["data"], "tokenizer": str(same_size)}
     with pytest.raises(ConfigError, match="tokenizer_sha256 .* differs from the configured tokenizer"):
         train(config_from_dict(cfg))
+
+
+@pytest.mark.parametrize("mode", ["full", "selective"])
+def test_activation_checkpointing_keeps_the_loss_curve(corpus, tmp_path, mode):
+    curves = {}
+    for m in ("none", mode):
+        run = tmp_path / m
+        train(config_from_dict(tiny_config(corpus, run, max_steps=3, eval_every=0, ckpt_every=0,
+                                           activation_checkpointing=m)))
+        curves[m] = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert curves[mode] == pytest.approx(curves["none"], rel=1e-6)
