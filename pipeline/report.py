@@ -441,6 +441,18 @@ def _doc_html(sample, excluded: bool) -> str:
             f"<pre>{esc(sample.text)}</pre></div>")
 
 
+def _size_bins(hist: dict[int, int]) -> dict[str, int]:
+    """Cluster sizes for a bar plot: one bar per size when there are few, else powers of two."""
+    if len(hist) <= 20:
+        return {str(k): v for k, v in hist.items()}
+    bins: dict[str, int] = {}
+    for size, n in hist.items():
+        lo = 1 << (max(size, 1).bit_length() - 1)
+        label = str(lo) if lo == 1 else f"{lo}–{2 * lo - 1}"
+        bins[label] = bins.get(label, 0) + n
+    return bins
+
+
 def section_clusters(data: RunData) -> str:
     out = ['<h2 id="clusters">Near-duplicate clusters</h2>']
     found = False
@@ -453,17 +465,19 @@ def section_clusters(data: RunData) -> str:
             found = True
             hist = stats.size_histogram()
             parts = [f"<p>{stats.documents:,} documents carry <code>{esc(key)}</code> at {esc(stage)}; "
-                     f"{stats.excluded:,} of them were excluded as duplicates.{esc(_sampled_note(scan))}</p>"]
+                     f"{stats.excluded:,} of them were excluded as duplicates.{esc(_sampled_note(scan))}"
+                     + (" Cluster sizes are partial: too many clusters to count." if stats.truncated else "") + "</p>"]
             if hist:
-                sizes = list(hist)
-                uri = plots.bars(f"{source} · {stage} · clusters by size", [str(s) for s in sizes],
-                                 {"clusters": [hist[s] for s in sizes]}, ylabel="clusters", log_y=max(hist.values()) > 50)
-                parts.append(grid([figure(uri, f"number of clusters of each size ({key}{'_size'})"),
-                                   table(["cluster size", "clusters"], [[num(s), num(n)] for s, n in hist.items()], numeric=(0, 1))]))
+                binned = _size_bins(hist)
+                uri = plots.bars(f"{source} · {stage} · clusters by size", list(binned), {"clusters": list(binned.values())},
+                                 ylabel="clusters", log_y=max(hist.values()) > 50)
+                parts.append(grid([figure(uri, "number of clusters of each size (size 1: no near-duplicate)"),
+                                   table(["cluster size", "clusters"], [[num(s), num(n)] for s, n in list(hist.items())[:40]],
+                                         numeric=(0, 1))]))
             examples = stats.largest_examples(5)
-            for cluster, members in examples:
+            for cluster, size, members in examples:
                 docs = "".join(_doc_html(m, bool(m.metadata.get("reason"))) for m in members)
-                parts.append(details(f"cluster {esc(cluster)} — {len(members)} members shown", docs))
+                parts.append(details(f"cluster {esc(cluster)} — {size:,} documents, {len(members)} shown", docs))
             out.append(f"<h3>{esc(source)} · {esc(stage)}</h3>" + "".join(parts))
     if not found:
         out.append("<p>No cluster labels (<code>*_cluster</code>, <code>duplicate_of</code>) in the stage folders yet.</p>")

@@ -72,34 +72,62 @@ class Sample:
 
 @dataclass
 class ClusterStats:
-    """Near-duplicate clusters seen through one cluster-id key (e.g. ``minhash_cluster``)."""
+    """Near-duplicate clusters seen through one cluster-id key (``minhash_cluster``, ``duplicate_of``).
+
+    With a size key (``minhash_cluster_size``) each document adds 1/size to its size's cluster count, so
+    the histogram needs no per-cluster memory. Without one (``duplicate_of`` of exactdedup/bookdedup),
+    members are counted per cluster id up to ``max_counted`` ids (``truncated`` says when that cap was
+    hit); a ``duplicate_of`` group's size adds the kept original, which does not carry the key.
+    Examples are kept for the ``max_tracked`` largest clusters seen, ``per_example`` members each.
+    """
 
     key: str
     size_key: str | None
-    clusters_by_size: Counter = field(default_factory=Counter)  # size -> number of clusters (Σ 1/size per doc)
+    clusters_by_size: Counter = field(default_factory=Counter)  # size -> Σ 1/size over documents
+    member_counts: Counter = field(default_factory=Counter)  # cluster -> documents (no size key)
     documents: int = 0
     excluded: int = 0
+    truncated: bool = False
     examples: dict[str, list[Sample]] = field(default_factory=dict)  # cluster id -> first members
-    max_tracked: int = 200
+    example_sizes: dict[str, int] = field(default_factory=dict)
+    max_tracked: int = 50
     per_example: int = 4
+    max_counted: int = 1_000_000
 
     def add(self, cluster: str, size: int | None, excluded: bool, make_sample) -> None:
         self.documents += 1
         self.excluded += excluded
         if size:
             self.clusters_by_size[int(size)] += 1.0 / size
+        elif cluster in self.member_counts or len(self.member_counts) < self.max_counted:
+            self.member_counts[cluster] += 1
+        else:
+            self.truncated = True
+        known = size or (self.member_counts.get(cluster, 0) + (self.key == "duplicate_of"))
         if cluster in self.examples:
+            self.example_sizes[cluster] = max(known, self.example_sizes[cluster])
             if len(self.examples[cluster]) < self.per_example:
                 self.examples[cluster].append(make_sample())
-        elif len(self.examples) < self.max_tracked and (size is None or size > 1):
-            self.examples[cluster] = [make_sample()]
+            return
+        if size == 1:
+            return
+        if len(self.examples) >= self.max_tracked:  # make room only for a larger cluster
+            smallest = min(self.example_sizes, key=lambda c: (self.example_sizes[c], c))
+            if self.example_sizes[smallest] >= known:
+                return
+            del self.examples[smallest], self.example_sizes[smallest]
+        self.examples[cluster] = [make_sample()]
+        self.example_sizes[cluster] = known
 
-    def largest_examples(self, n: int = 5) -> list[tuple[str, list[Sample]]]:
-        groups = [(c, m) for c, m in self.examples.items() if len(m) > 1]
-        return sorted(groups, key=lambda cm: (-len(cm[1]), cm[0]))[:n]
+    def largest_examples(self, n: int = 5) -> list[tuple[str, int, list[Sample]]]:
+        ranked = sorted(self.examples, key=lambda c: (-self.example_sizes[c], c))[:n]
+        return [(c, self.example_sizes[c], self.examples[c]) for c in ranked]
 
     def size_histogram(self) -> dict[int, int]:
-        return {s: int(round(n)) for s, n in sorted(self.clusters_by_size.items())}
+        if self.clusters_by_size:
+            return {s: int(round(n)) for s, n in sorted(self.clusters_by_size.items())}
+        extra = 1 if self.key == "duplicate_of" else 0
+        return dict(sorted(Counter(n + extra for n in self.member_counts.values()).items()))
 
 
 @dataclass

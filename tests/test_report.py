@@ -1,13 +1,12 @@
 """The report and inspect commands, on a real run folder built from data/sample.
 
 The run: the real runner extracts github, stackexchange and c4 and runs code_quality (github) and langid
-(c4); a real tokenizer is trained on the output and the real tokenize stage writes token shards for
-github and stackexchange (c4 deliberately has none). Around it, the artefacts of stages other helpers own
-are written in their documented formats with the project's own writers: a ``minhash`` folder with cluster
-labels (the minhash stage had not landed when this was written), a training run's metrics.jsonl (via
-train.metrics.MetricsLog) and the planner's scaling plot, plus a source with zero documents. The page is
-then opened in headless Chromium, as a person would: it must load without script errors and every plot
-must decode.
+(c4); the real minhash stage runs on c4 (plus near-copies of three pages, so that clusters exist); a real
+tokenizer is trained on the output and the real tokenize stage writes token shards for github and
+stackexchange (c4 deliberately has none). A training run's metrics.jsonl (written with
+train.metrics.MetricsLog), the planner's scaling plot and a source with zero documents complete it. The
+page is then opened in headless Chromium, as a person would: it must load without script errors and
+every plot must decode.
 """
 
 from __future__ import annotations
@@ -63,21 +62,27 @@ def _write_stage(root: Path, stage: str, source: str, docs: list[Document]) -> d
 
 
 def _minhash_folder(root: Path) -> None:
-    """Cluster labels in the minhash stage's documented metadata, on c4's real langid output."""
-    docs = list(read_documents(root / "langid" / "c4"))[:12]
-    assert len(docs) >= 8
-    out = []
-    for i, d in enumerate(docs):
-        cluster, size = (f"c{i // 4}", 4) if i < 8 else (f"single{i}", 1)
-        meta = dict(d.metadata, minhash_cluster=cluster, minhash_cluster_size=size)
-        if i < 8 and i % 4:
-            meta["duplicate_of"] = docs[i - i % 4].id
-            meta.update(reason="dup:minhash", excluded_by="minhash")
-        out.append(Document(text=d.text, id=d.id, metadata=meta))
-    out.append(Document(text=HOSTILE + " an excluded page", id="hostile<b>", metadata={"source": "c4", "reason": "dup:minhash",
-                                                                                  "excluded_by": "minhash", "minhash_cluster": "c0",
-                                                                                  "minhash_cluster_size": 4}))
-    _write_stage(root, "minhash", "c4", out)
+    """The real minhash stage on c4's langid output plus near-copies of three of its pages (one word
+    changed per copy, and one copy that starts with markup), so that it finds clusters of at least 4, 3 and 2."""
+    docs = list(read_documents(root / "langid" / "c4"))
+    originals = [d for d in docs if 2000 < len(d.text) < 12000][:3]
+    assert len(originals) == 3
+    copies = []
+    for n_copies, d in zip((3, 2, 1), originals):
+        for k in range(n_copies):
+            words = d.text.split(" ")
+            words[len(words) // 2 + k] = f"changed{k}"
+            text = " ".join(words)
+            if n_copies == 1:
+                text = HOSTILE + " " + text
+            copies.append(Document(text=text, id=f"{d.id}/copy{k}" + ("<b>" if n_copies == 1 else ""), metadata=dict(d.metadata)))
+    src = root / "minhash_input" / "c4"
+    list(ParquetShardWriter(src).run(iter(docs), rank=0))
+    list(ParquetShardWriter(src).run(iter(copies), rank=1))
+    rec = run_standalone("minhash", src, root / "minhash" / "c4", params={"bands": 14, "rows": 8, "ngram": 5, "seed": 1},
+                         source="c4", models_root=root, workers=2)
+    assert rec["excluded"].get("dup:minhash", 0) >= 6, rec
+    accounting.merge_into_stats(root / "report" / "stats.json", "minhash", "c4", rec)
 
 
 def _training_run(root: Path) -> None:
@@ -243,13 +248,22 @@ def test_mixture_and_shards_from_token_sidecars(run):
 def test_clusters_samples_and_escaping(run):
     page = run["html"]
     clusters = _section(page, "clusters")
-    assert "minhash_cluster" in clusters and "cluster c0" in clusters
+    docs = list(read_documents(run["root"] / "minhash" / "c4")) + list(read_documents(run["root"] / "minhash" / "c4", excluded=True))
+    expected = {}
+    for d in docs:
+        expected.setdefault(d.metadata["minhash_cluster"], []).append(d)
+    by_size = {}
+    for members in expected.values():
+        by_size[len(members)] = by_size.get(len(members), 0) + 1
+    assert max(by_size) >= 4 and sum(n for k, n in by_size.items() if k > 1) >= 3, by_size  # our copies (+ the sample's own)
     sizes = {r[0]: r[1] for t in _parse(clusters).tables for r in t[1:]}
-    assert sizes.get("4") == "2" and sizes.get("1") == "4"  # c0, c1 of 4 members; 4 singletons
+    assert sizes == {f"{k:,}": f"{v:,}" for k, v in by_size.items()}
+    biggest = max(expected.values(), key=len)
+    assert f"cluster {html.escape(biggest[0].metadata['minhash_cluster'])} — {len(biggest)} documents" in clusters
     samples = _section(page, "samples")
     assert "excluded: <code>dup:minhash</code>" in samples and "excluded: <code>licence:gpl-2.0</code>" in samples
     assert HOSTILE not in page and html.escape(HOSTILE) in page
-    assert "hostile&lt;b&gt;" in page
+    assert "copy0&lt;b&gt;" in page
 
 
 def test_training_scaling_and_models_sections(run):
