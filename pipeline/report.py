@@ -103,10 +103,17 @@ def _load_manifest(path: str | None, profile: str | None, root: Path, notes: lis
         return None
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
 def _stats(root: Path, notes: list[str]) -> dict[str, Any]:
     """report/stats.json, completed from the stage folders' own stats.json where it lacks a record."""
     path = root / "report" / "stats.json"
-    stats = json.loads(path.read_text()) if path.exists() else {"version": 1, "stages": {}}
+    stats = _read_json(path) if path.exists() else {"version": 1, "stages": {}}
     if not path.exists():
         notes.append(f"{path} is missing: counts were read from the stage folders")
     from pipeline.registry import STAGES
@@ -148,7 +155,8 @@ def _scan_folders(data: RunData, scanner: FolderScanner) -> None:
                 continue
             if not any(folder.glob("*.parquet")) and not any((folder / "excluded").glob("*.parquet")):
                 continue
-            data.scans[(stage, source)] = scanner.scan(stage, source, folder)
+            scan = data.scans[(stage, source)] = scanner.scan(stage, source, folder)
+            data.notes += scan.problems
 
 
 def _task_bytes_per_token(root: Path, source: str) -> dict[int, float]:
@@ -219,7 +227,12 @@ def _runs(data: RunData) -> None:
                 except json.JSONDecodeError:
                     continue
         summary_path = run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        summary = None
+        if summary_path.exists():
+            try:
+                summary = _read_json(summary_path)
+            except ValueError as e:
+                data.notes.append(str(e))
         data.runs.append(Run(run_dir.name, [r for r in records if isinstance(r, dict)], summary))
 
 
@@ -747,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (root / "report" / "stats.json").exists() and not any(next(p.glob("*/stats.json"), None) for p in root.iterdir() if p.is_dir()):
         raise FileNotFoundError(f"{root}: no report/stats.json and no stage output (is this an out/<profile> folder?)")
     out, data = write_report(root.resolve(), args)
+    for note in data.notes:
+        print(f"warning: {note}", file=sys.stderr)
     print(summary_table(data))
     print(f"report: {out}")
     return 0

@@ -149,6 +149,7 @@ class FolderScan:
     chars_total: int = 0
     chars_max: int = 0
     cutoff_lines: dict[str, list[float]] = field(default_factory=dict)  # key -> values read from metadata
+    problems: list[str] = field(default_factory=list)  # unreadable shards, skipped and named in the report
 
     @property
     def sampled(self) -> bool:
@@ -159,8 +160,11 @@ class FolderScan:
         return list(res.items) if res else []
 
 
-def _row_counts(shards: list[Path]) -> list[int]:
-    return [pq.ParquetFile(s).metadata.num_rows for s in shards]
+def _row_count(shard: Path) -> int | None:
+    try:
+        return pq.ParquetFile(shard).metadata.num_rows
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        return None
 
 
 def _truncate(text: str, max_chars: int) -> str:
@@ -196,13 +200,18 @@ class FolderScanner:
         result.kept_samples = Reservoir(self.samples_per_reason, self.rng)
         for side, sub in (("kept", Path(folder)), ("excluded", Path(folder) / EXCLUDED_DIR)):
             shards = list_shards(sub) if sub.is_dir() else []
-            counts = _row_counts(shards)
-            result.rows[side] = sum(counts)
+            counts = {s: _row_count(s) for s in shards}
+            readable = [s for s in shards if counts[s] is not None]
+            result.problems += [f"{s}: not a readable Parquet file, skipped" for s in shards if counts[s] is None]
+            result.rows[side] = sum(counts[s] for s in readable)
             per_shard = math.inf
-            if self.max_rows and sum(counts) > self.max_rows:
-                per_shard = max(1, self.max_rows // max(1, len(shards)))
-            for shard in shards:
-                self._scan_shard(result, side, shard, per_shard)
+            if self.max_rows and result.rows[side] > self.max_rows:
+                per_shard = max(1, self.max_rows // max(1, len(readable)))
+            for shard in readable:
+                try:
+                    self._scan_shard(result, side, shard, per_shard)
+                except (OSError, ValueError) as e:  # damaged after its footer was read: keep what was scanned
+                    result.problems.append(f"{shard}: unreadable part skipped ({str(e).splitlines()[0][:200]})")
         return result
 
     def _scan_shard(self, result: FolderScan, side: str, shard: Path, limit: float) -> None:

@@ -298,7 +298,7 @@ def test_page_renders_in_headless_chromium(run, tmp_path):
     assert shot.exists() and shot.stat().st_size > 50_000  # a blank 1280x2000 PNG is a few kB
 
 
-def test_report_over_run_with_an_empty_source_renders(tmp_path):
+def test_report_over_run_with_an_empty_source_renders(tmp_path, capsys):
     root = tmp_path / "sample"
     _write_stage(root, "extract", "books", [])
     _write_stage(root, "extract", "github", [Document(text="print('hi')\n", id="r/a.py", metadata={"source": "github", "size": 12})])
@@ -310,6 +310,27 @@ def test_report_over_run_with_an_empty_source_renders(tmp_path):
     books = next(t for t in funnel[1:] if t[1][0] == "extract" and t[1][1] == "0")
     assert books[1][2] == "0"
     assert "No token shards yet" in page and "No training run yet" in page
+    assert re.search(r"^books\s+1\s+0\s+0\s", capsys.readouterr().out, re.M)
+
+
+def test_damaged_inputs_are_named_not_fatal(tmp_path, capsys):
+    root = tmp_path / "sample"
+    _write_stage(root, "extract", "github", [Document(text=f"x = {i}\n", id=f"r/{i}.py", metadata={"source": "github", "size": i})
+                                             for i in range(5)])
+    (root / "extract" / "github" / "00001.parquet").write_bytes(b"PAR1 this is not parquet")
+    run_dir = root / "train" / "killed"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "loss": 4.0}\n{"step": 3, "lo')
+    (run_dir / "summary.json").write_text("{not json")
+    from pipeline import report
+
+    assert report.main([str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "00001.parquet: not a readable Parquet file, skipped" in err and "summary.json: not valid JSON" in err
+    page = (root / "report" / "index.html").read_text()
+    assert "00001.parquet: not a readable Parquet file" in page
+    assert "2 logged steps; last step 2" in _section(page, "training")
+    assert "kept — 5 documents" in _section(page, "samples")
 
 
 def test_report_errors_are_one_line(tmp_path):
@@ -318,6 +339,10 @@ def test_report_errors_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     p = _cli("report", str(tmp_path / "empty"))
     assert p.returncode == 2 and "no report/stats.json" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    (tmp_path / "empty" / "report").mkdir()
+    (tmp_path / "empty" / "report" / "stats.json").write_text('{"stages": {')
+    p = _cli("report", str(tmp_path / "empty"))
+    assert p.returncode == 2 and "stats.json: not valid JSON" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 # ---- inspect ------------------------------------------------------------------------------------
