@@ -38,6 +38,20 @@ def is_cluster_key(key: str) -> bool:
     return key.endswith("_cluster") or key == "duplicate_of"
 
 
+def key_kind(key: str) -> str:
+    """How the scan treats a metadata key: skip (bookkeeping, identifiers, cluster sizes, which the
+    cluster statistics read), cluster (a cluster id), cutoffs (decision lines), or plain (a signal/label)."""
+    if key in SKIP_KEYS or is_identifier(key):
+        return "skip"
+    if is_cluster_key(key):
+        return "cluster"
+    if key.endswith(CLUSTER_SIZE_SUFFIX) and is_cluster_key(key[: -len(CLUSTER_SIZE_SUFFIX)]):
+        return "skip"
+    if key.endswith("_cutoffs"):
+        return "cutoffs"
+    return "plain"
+
+
 class Reservoir:
     """A uniform sample of at most ``size`` items from a stream of unknown length (algorithm R)."""
 
@@ -193,6 +207,7 @@ class FolderScanner:
         self.max_chars = max_chars
         self.max_rows = max_rows
         self.seed = seed
+        self._kinds: dict[str, str] = {}
 
     def scan(self, stage: str, source: str, folder: Path) -> FolderScan:
         self.rng = random.Random(f"{self.seed}:{stage}:{source}")  # same run folder -> same report
@@ -254,25 +269,33 @@ class FolderScanner:
             slot = res.offer()
             if slot is not None:
                 res.items[slot] = sample()
+        result.keys_seen.update(meta)
         for key, value in meta.items():
-            if key in SKIP_KEYS:
+            kind = self._kinds.get(key)
+            if kind is None:
+                kind = self._kinds[key] = key_kind(key)
+            if kind == "skip":
                 continue
-            result.keys_seen.add(key)
-            if is_cluster_key(key):
+            if kind == "cluster":
                 self._add_cluster(result, key, meta, side, sample)
-            elif isinstance(value, bool) or isinstance(value, str):
-                self._add_label(result, key, str(value).lower() if isinstance(value, bool) else value, side)
-            elif isinstance(value, (int, float)) and not is_identifier(key) and math.isfinite(value):
-                if key.endswith(CLUSTER_SIZE_SUFFIX) and is_cluster_key(key[: -len(CLUSTER_SIZE_SUFFIX)]):
-                    continue
-                sides = result.numeric.setdefault(key, {})
-                res = sides.get(side)
-                if res is None:
-                    res = sides[side] = Reservoir(self.max_values, self.rng)
-                res.add(float(value))
-            elif key.endswith("_cutoffs") and isinstance(value, list) and key not in result.cutoff_lines:
-                if all(isinstance(v, (int, float)) for v in value):
-                    result.cutoff_lines[key[: -len("_cutoffs")]] = [float(v) for v in value]
+            elif isinstance(value, str):
+                if kind == "plain":
+                    self._add_label(result, key, value, side)
+            elif isinstance(value, bool):
+                self._add_label(result, key, "true" if value else "false", side)
+            elif isinstance(value, (int, float)):
+                if kind == "plain" and math.isfinite(value):
+                    sides = result.numeric.get(key)
+                    if sides is None:
+                        sides = result.numeric[key] = {}
+                    res = sides.get(side)
+                    if res is None:
+                        res = sides[side] = Reservoir(self.max_values, self.rng)
+                    res.add(float(value))
+            elif kind == "cutoffs" and isinstance(value, list):
+                base = key[: -len("_cutoffs")]
+                if base not in result.cutoff_lines and value and all(isinstance(v, (int, float)) for v in value):
+                    result.cutoff_lines[base] = [float(v) for v in value]
 
     def _add_label(self, result: FolderScan, key: str, value: str, side: str) -> None:
         sides = result.labels.get(key)
