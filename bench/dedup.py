@@ -147,7 +147,7 @@ def generate(folder: Path, n_docs: int, shard_docs: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.documents import SCHEMA
+    from pipeline.documents import ROWS_PER_GROUP, SCHEMA
 
     pool = sentences()
     rng = random.Random(seed)
@@ -162,7 +162,8 @@ def generate(folder: Path, n_docs: int, shard_docs: int, seed: int = 0) -> None:
                 text = " ".join(rng.choice(pool) for _ in range(rng.randint(6, 12)))
                 recent = (recent + [text])[-1000:]
             rows.append({"id": f"g{i}", "text": text, "source": "generated", "metadata": "{}"})
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), folder / f"{s // shard_docs:05d}.parquet")
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)  # row groups as the pipeline's own writer makes them
+        pq.write_table(table, folder / f"{s // shard_docs:05d}.parquet", row_group_size=ROWS_PER_GROUP, compression="zstd")
 
 
 def peak_rss(inp: Path, out: Path) -> tuple[float, float]:

@@ -16,6 +16,7 @@ one process at crawl scale, so the work is split by hash prefix:
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ class LineHasher(CollectStep):
 
     def collect(self, docs, rank):
         hasher = line_hasher(self.hash_kind)
-        hs, dd, ll = [], [], []
+        hs, dd, ll = array("Q"), array("I"), array("I")  # 16 bytes a line, not three Python ints
         n = 0
         for n, doc in enumerate(docs, start=1):
             if is_excluded(doc):
@@ -57,7 +58,9 @@ class LineHasher(CollectStep):
                     ll.append(i)
             self.stat_update("documents")
         recs = np.empty(len(hs), dtype=LINE)
-        recs["h"], recs["doc"], recs["line"] = hs, dd, ll
+        recs["h"] = np.frombuffer(hs, dtype=np.uint64)
+        recs["doc"] = np.frombuffer(dd, dtype=np.uint32)
+        recs["line"] = np.frombuffer(ll, dtype=np.uint32)
         self.stat_update("lines", value=len(hs))
         write_partitioned(Path(self.work_dir) / "hashes", rank, recs, self.prefix_bits)
         return n

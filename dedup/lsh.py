@@ -21,7 +21,7 @@ from dedup.workfiles import load
 
 BUCKET = np.dtype([("h", "<u8"), ("key", "<u8")])
 EDGE = np.dtype([("u", "<u8"), ("v", "<u8")])
-MERGE_CHUNK = 1 << 16
+MERGE_BUDGET = 16 << 20  # bytes of buffered records in one merge, whatever the number of runs
 
 
 def doc_key(rank: int, index: np.ndarray) -> np.ndarray:
@@ -39,9 +39,11 @@ def sorted_buckets(band_hash: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return recs[np.lexsort((recs["key"], recs["h"]))]
 
 
-def merge_runs(paths: list[Path], chunk: int = MERGE_CHUNK) -> Iterator[np.ndarray]:
+def merge_runs(paths: list[Path], chunk: int | None = None) -> Iterator[np.ndarray]:
     """k-way merge of sorted bucket files, yielding sorted batches in which every hash value is
-    complete (no value is split between two batches). Reads ``chunk`` records of a run at a time."""
+    complete (no value is split between two batches). Reads ``chunk`` records of a run at a time
+    (default: MERGE_BUDGET shared by the runs, at least 1024 records each)."""
+    chunk = chunk or max(1024, MERGE_BUDGET // (BUCKET.itemsize * max(1, len(paths))))
     runs = [load(p, mmap=True) for p in paths]
     pos = [0] * len(runs)
     bufs = [np.empty(0, dtype=BUCKET) for _ in runs]

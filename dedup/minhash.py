@@ -98,27 +98,23 @@ class BucketMerger(PipelineStep):
 
 
 def signature_agreement(work_dir, edges: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Fraction of equal signature values for each edge (the MinHash estimate of Jaccard), reading
-    the two documents' rows from the memory-mapped signature files."""
+    """Fraction of equal signature values for each edge (the MinHash estimate of Jaccard). Only the
+    rows of documents that appear in an edge are read, one signature file at a time (a memory map
+    left open over every file would keep their touched pages resident: corpus-sized)."""
+    nodes, inverse = np.unique(np.concatenate([edges["u"], edges["v"]]), return_inverse=True)
+    ranks, idx = split_key(nodes)
+    rows = None
+    for r in np.unique(ranks):
+        sigs = load(sig_path(work_dir, int(r)), mmap=True)
+        if rows is None:
+            rows = np.empty((len(nodes), sigs.shape[1]), dtype=sigs.dtype)
+        sel = ranks == r
+        rows[sel] = sigs[idx[sel]]
+        del sigs
     out = np.empty(len(edges), dtype=np.float64)
-    cache: dict[int, np.ndarray] = {}
-
-    def rows(keys: np.ndarray) -> np.ndarray:
-        ranks, idx = split_key(keys)
-        res = None
-        for r in np.unique(ranks):
-            if r not in cache:
-                cache[r] = load(sig_path(work_dir, int(r)), mmap=True)
-            sel = ranks == r
-            block = np.asarray(cache[r][idx[sel]])
-            if res is None:
-                res = np.empty((len(keys), block.shape[1]), dtype=block.dtype)
-            res[sel] = block
-        return res
-
+    u, v = inverse[: len(edges)], inverse[len(edges) :]
     for lo in range(0, len(edges), chunk):
-        part = edges[lo : lo + chunk]
-        out[lo : lo + chunk] = (rows(part["u"]) == rows(part["v"])).mean(axis=1)
+        out[lo : lo + chunk] = (rows[u[lo : lo + chunk]] == rows[v[lo : lo + chunk]]).mean(axis=1)
     return out
 
 

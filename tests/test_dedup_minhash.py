@@ -95,7 +95,7 @@ def test_killed_and_rerun_equals_uninterrupted(c4_docs, tmp_path):
     subprocess.run(_stage_cmd(inp, tmp_path / "ref"), check=True, env=env, cwd=ROOT, capture_output=True)
     duration = time.monotonic() - start
     out = tmp_path / "killed"
-    delay = random.uniform(0.25, 0.85) * duration  # somewhere inside one of the four passes
+    delay = random.uniform(0.2, 0.7) * duration  # somewhere inside one of the four passes
     proc = subprocess.Popen(_stage_cmd(inp, out), env=env, cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
