@@ -99,9 +99,8 @@ class CopyRemover(DecideStep):
         firsts = {}
         for r in np.unique(drops["first_rank"]):  # ids of the first copies, one input shard at a time
             ids = pq.read_table(self.input_files[r], columns=["id"]).column("id").to_pylist()
-            for d, fr, fd in zip(drops["doc"], drops["first_rank"], drops["first_doc"]):
-                if fr == r:
-                    firsts[int(d)] = ids[fd]
+            sel = drops["first_rank"] == r
+            firsts.update((int(d), ids[fd]) for d, fd in zip(drops["doc"][sel], drops["first_doc"][sel]))
         for i, doc in enumerate(docs):
             if i in firsts and not is_excluded(doc):
                 doc.metadata["duplicate_of"] = firsts[i]
