@@ -585,7 +585,7 @@ def section_samples(data: RunData) -> str:
             inner = []
             kept = [s for s in scan.kept_samples.items if s is not None] if scan.kept_samples else []
             mean = scan.chars_total / scan.scanned["kept"] if scan.scanned["kept"] else None
-            inner.append(details(f"kept — {scan.rows['kept']:,} documents (mean {num(mean)} chars, max {num(scan.chars_max)})",
+            inner.append(details(f"kept — {scan.rows['kept']:,} documents (mean {num(round(mean) if mean is not None else None)} chars, max {num(scan.chars_max)})",
                                  "".join(_doc_html(s, False) for s in kept) or "<p>none</p>"))
             exact = (data.record(stage, source) or {}).get("excluded") or {}
             for reason, res in sorted(scan.excluded_samples.items(), key=lambda kv: -scan.reason_counts[kv[0]]):
@@ -692,7 +692,7 @@ def summary_table(data: RunData) -> str:
     """The funnel per source as fixed-width text: documents at each end, reasons, tokens, mixture."""
     rows, total = mixture_rows(data)
     by_source = {r["source"]: r for r in rows}
-    header = f"{'source':<14} {'stages':>6} {'docs in':>9} {'kept':>9} {'kept%':>6} {'bytes kept':>11} {'tokens':>11} {'share':>6} {'target':>6}  top exclusions (all stages)"
+    header = f"{'source':<14} {'stages':>6} {'extracted':>9} {'kept':>9} {'kept%':>6} {'bytes kept':>11} {'tokens':>11} {'share':>6} {'target':>6}  top exclusions (all stages)"
     lines = [header, "-" * len(header)]
     for source in data.sources:
         doc_rows = [r for r in funnel_rows(data, source) if r["stage"] not in ("download", "tokenize")]
