@@ -20,8 +20,9 @@ def load_fasttext(path: str | Path):
 
 
 def one_line(text: str) -> str:
-    """fastText predicts one example per line: newlines become spaces."""
-    return text.replace("\r", " ").replace("\n", " ")
+    """fastText predicts one example per line: newlines become spaces (other whitespace, "\r"
+    included, already separates words for fastText)."""
+    return text.replace("\n", " ")
 
 
 class FastTextFilter(LlamixFilter):

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable
 
 from filters.normalize import normalize
 
@@ -53,7 +52,7 @@ def available_languages(models_dir: str | Path) -> list[str]:
 
 def normalized_lines(text: str) -> list[str]:
     """The non-empty normalised lines (CCNet paragraphs) of a document."""
-    return [line for line in (normalize(raw) for raw in text.split("\n")) if line]
+    return [stripped for line in normalize(text).split("\n") if (stripped := line.strip())]
 
 
 class LanguageModel:
@@ -76,7 +75,9 @@ class LanguageModel:
             import sentencepiece as spm
 
             self._sp = spm.SentencePieceProcessor(model_file=self.sp_path)
-        return [" ".join(p) for p in self._sp.encode(lines, out_type=str)] if lines else []
+        # one thread: SentencePiece's pool costs more than it saves on a document's few lines, and
+        # the stage's parallelism is its tasks
+        return [" ".join(p) for p in self._sp.encode(lines, out_type=str, num_threads=1)] if lines else []
 
     def log_score(self, text: str) -> tuple[float, int]:
         """(sum of log10 P over lines, number of tokens incl. one </s> per line)."""
@@ -96,18 +97,19 @@ class LanguageModel:
         return round(10.0 ** (-total / n_tokens), 2) if n_tokens else None
 
 
-def train_sentencepiece(lines: Iterable[str], model_path: Path, vocab_size: int, seed_sentences: int = 2_000_000) -> None:
-    """Unigram SentencePiece on normalised lines, written under a temp prefix then renamed."""
+def train_sentencepiece(text_file: Path, model_path: Path, vocab_size: int, max_sentences: int = 2_000_000) -> None:
+    """Unigram SentencePiece on a file of normalised lines (sampling at most ``max_sentences``),
+    written under a temporary prefix then renamed."""
     import sentencepiece as spm
 
     prefix = model_path.with_name(f".{model_path.name}.{os.getpid()}")
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
+        input=str(text_file),
         model_prefix=str(prefix),
         vocab_size=vocab_size,
         hard_vocab_limit=False,  # small corpora (the sample) cannot always fill the vocabulary
         character_coverage=0.9999,
-        input_sentence_size=seed_sentences,
+        input_sentence_size=max_sentences,
         shuffle_input_sentence=True,
         num_threads=1,
         minloglevel=2,

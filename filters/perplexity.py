@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from filters.kenlm_model import LanguageModel, available_languages, normalized_lines, train_kenlm, train_sentencepiece
+from filters.kenlm_model import LanguageModel, available_languages, model_files, normalized_lines, train_kenlm, train_sentencepiece
 from filters.langid import language_list
 from pipeline import accounting
 from pipeline.documents import exclude, is_excluded, read_documents
@@ -53,25 +53,30 @@ class LMStage(ModelStage):
     def requires(self, manifest) -> list[tuple[str, str]]:
         return [(self.params.get("source", "wikipedia"), self.params.get("after", "extract"))]
 
-    def _collect(self, io: StageIO, inputs: dict[str, list[Path]], languages: list[str]) -> dict[str, list[str]]:
-        """Normalised lines of up to ``max_docs`` documents per wanted language (and doc counts)."""
+    def _collect(self, inputs: dict[str, list[Path]], languages: list[str], work_dir: Path) -> dict[str, int]:
+        """Write the normalised lines of up to ``max_docs`` documents per language to
+        ``work_dir/<lang>.txt`` (streamed: memory stays flat however large the Wikipedia); returns
+        the number of documents per language."""
         from filters.fasttext_filter import load_fasttext
         from filters.lid_model import lid_model_path
 
         max_docs = int(self.params.get("max_docs", 200_000))
-        lines: dict[str, list[str]] = {lang: [] for lang in languages}
-        self.doc_counts = {lang: 0 for lang in languages}
+        counts = {lang: 0 for lang in languages}
+        files = {lang: open(work_dir / f"{lang}.txt", "w", encoding="utf-8") for lang in languages}
         lid = None
-        for folder in inputs.get(self.params.get("source", "wikipedia"), []):
-            for doc in read_documents(folder):
-                lang = doc.metadata.get("language") or doc.metadata.get("lang")
-                if not lang:
-                    lid = lid or load_fasttext(lid_model_path())
+        try:
+            for folder in inputs.get(self.params.get("source", "wikipedia"), []):
+                for doc in read_documents(folder):
+                    if not (doc.metadata.get("language") or doc.metadata.get("lang")) and lid is None:
+                        lid = load_fasttext(lid_model_path())
                     lang = document_language(doc, lid)
-                if lang in lines and self.doc_counts[lang] < max_docs:
-                    lines[lang].extend(normalized_lines(doc.text))
-                    self.doc_counts[lang] += 1
-        return lines
+                    if lang in files and counts[lang] < max_docs:
+                        files[lang].writelines(line + "\n" for line in normalized_lines(doc.text))
+                        counts[lang] += 1
+        finally:
+            for f in files.values():
+                f.close()
+        return counts
 
     def build(self, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
         languages = language_list(self.params)
@@ -81,30 +86,34 @@ class LMStage(ModelStage):
         io.output_dir.mkdir(parents=True, exist_ok=True)
         io.work_dir.mkdir(parents=True, exist_ok=True)
         summary: dict[str, Any] = {"languages": {}, "skipped": {}}
-        corpus = self._collect(io, inputs, languages)
+        counts = self._collect(inputs, languages, io.work_dir)
         for lang in languages:
-            sp_path, lm_path = io.output_dir / f"{lang}.sp.model", io.output_dir / f"{lang}.bin"
-            n_docs = self.doc_counts[lang]
-            if n_docs < min_docs:
-                summary["skipped"][lang] = f"only {n_docs} documents (min_docs={min_docs})"
-                continue
-            if not (sp_path.is_file() and lm_path.is_file()):  # a rerun after a kill skips finished languages
-                train_sentencepiece(corpus[lang], sp_path, vocab)
+            sp_path, lm_path = model_files(io.output_dir, lang)
+            text_file = io.work_dir / f"{lang}.txt"
+            if counts[lang] < min_docs:
+                summary["skipped"][lang] = f"only {counts[lang]} documents (min_docs={min_docs})"
+            elif not (sp_path.is_file() and lm_path.is_file()):  # a rerun after a kill skips finished languages
+                train_sentencepiece(text_file, sp_path, vocab)
                 pieces_file = io.work_dir / f"{lang}.pieces.txt"
-                model = LanguageModel(sp_path, lm_path)
-                with open(pieces_file, "w", encoding="utf-8") as f:
-                    for start in range(0, len(corpus[lang]), 10_000):
-                        f.writelines(line + "\n" for line in model.pieces(corpus[lang][start : start + 10_000]))
+                write_pieces(LanguageModel(sp_path, lm_path), text_file, pieces_file)
                 train_kenlm(pieces_file, lm_path, order, io.work_dir, str(self.params.get("lmplz_memory", "20%")))
                 pieces_file.unlink()
-            summary["languages"][lang] = {
-                "documents": n_docs,
-                "lines": len(corpus[lang]),
-                "order": order,
-                "sp_vocab_size": vocab,
-                "model_bytes": lm_path.stat().st_size,
-            }
+            if lm_path.is_file() and counts[lang] >= min_docs:
+                summary["languages"][lang] = {"documents": counts[lang], "order": order, "sp_vocab_size": vocab, "model_bytes": lm_path.stat().st_size}
+            text_file.unlink(missing_ok=True)
         return summary
+
+
+def write_pieces(model: LanguageModel, text_file: Path, pieces_file: Path, batch: int = 10_000) -> None:
+    """The KenLM training text: every normalised line as SentencePiece pieces, streamed in batches."""
+    with open(text_file, encoding="utf-8") as src, open(pieces_file, "w", encoding="utf-8") as dst:
+        lines: list[str] = []
+        for line in src:
+            lines.append(line.rstrip("\n"))
+            if len(lines) >= batch:
+                dst.writelines(p + "\n" for p in model.pieces(lines))
+                lines = []
+        dst.writelines(p + "\n" for p in model.pieces(lines))
 
 
 # ---- the perplexity document stage --------------------------------------------------------------

@@ -29,8 +29,8 @@ MODEL_FILE = "wikiref.bin"
 
 
 def classifier_text(text: str) -> str:
-    """What the classifier sees: lower-cased, whitespace collapsed, one line."""
-    return " ".join(one_line(text).lower().split())
+    """What the classifier sees: lower-cased, on one line (fastText splits words on whitespace)."""
+    return one_line(text.lower())
 
 
 def page_chunks(text: str, chunk_chars: int) -> list[str]:

@@ -6,9 +6,11 @@ import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from filters.kenlm_model import LanguageModel, available_languages
-from filters.normalize import normalize
+from filters.normalize import ASCII_DELETE, ASCII_TABLE, _normalize_unicode, normalize
 from filters.perplexity import LMStage, bucket_of
 from filters_support import book_paragraphs, make_doc, outputs, wiki_articles, write_docs
 from pipeline.executors import make_executor
@@ -37,6 +39,15 @@ def held_out_paragraphs(n: int = 10) -> list[str]:
 def test_normalize_is_ccnet_like():
     assert normalize("Élève “Naïve” — 2023 café…\u200b\x07") == 'eleve "naive"  -  0000 cafe...'
     assert normalize("ＡＢＣ１２，Straße") == "abc00,straße"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aZ 9\n\t`.\x07") + list("éÉüÜßçøΔжЖ“”—…０１ＡＢ\u200b\u0301\u00a0") + ["\U0001d173"]), max_size=80))
+def test_sparse_and_dense_unicode_paths_agree(text):
+    """normalize() takes a per-run path for mostly-ASCII text and a whole-text path otherwise; both
+    must give what the whole-text Unicode steps give."""
+    ascii_done = text.encode("utf-8").translate(ASCII_TABLE, ASCII_DELETE).decode("utf-8")
+    assert normalize(text) == _normalize_unicode(ascii_done).strip()
 
 
 @pytest.fixture(scope="module")
