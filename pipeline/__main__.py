@@ -27,6 +27,11 @@ def _cmd_run(args) -> int:
     executor = make_executor(kind, workers, **options)
     sources = [s for s in args.sources.split(",") if s] if args.sources else None
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    if kind == "slurm" and args.dry_run:  # nothing runs, so later stages' task counts are estimated
+        from pipeline.executors_cluster import SlurmDryRun
+
+        SlurmDryRun(manifest, executor, sources=sources, stages=stages).run()
+        return 0
     Runner(manifest, executor, sources=sources, stages=stages).run()
     return 0
 
