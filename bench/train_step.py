@@ -2,7 +2,9 @@
 
 Both models get identical dimensions, batch, dtype, optimizer (AdamW, LLaMA hyper-parameters) and thread
 count; each timed round runs a few fwd+bwd+AdamW steps of one model, rounds alternate between the two so
-that background load hits both alike, and the median round is reported.
+that background load hits both alike. Reported: tokens per wall-second (best and median round) and tokens
+per CPU-second of this process (median round), the figure least disturbed by other processes on a shared
+machine when --threads 1.
 
     nice python bench/train_step.py [--dim 256 --layers 4 --heads 8 --vocab 8000 --seq 256 --batch 8
                                      --threads 2 --rounds 6 --steps 3 --bf16]
@@ -18,6 +20,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -81,23 +84,30 @@ def main() -> None:
     steps = {"ours": (step_fn(ours, False, args.bf16), (x, y)), "transformers": (step_fn(theirs, True, args.bf16), (x, y_hf))}
     for fn, batch in steps.values():  # warm-up (allocator, first-call overheads)
         fn(*batch)
-    times: dict[str, list[float]] = {k: [] for k in steps}
+    wall: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(args.rounds):
         for name, (fn, batch) in steps.items():
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 fn(*batch)
-            times[name].append((time.perf_counter() - t0) / args.steps)
+            wall[name].append((time.perf_counter() - w0) / args.steps)
+            cpu[name].append((time.process_time() - c0) / args.steps)
     tokens = args.batch * args.seq
-    tps = {k: tokens / statistics.median(v) for k, v in times.items()}
+    rate = {  # tokens per second of wall time (best round, median round) and per CPU-second (median round)
+        "wall best": {k: tokens / min(v) for k, v in wall.items()},
+        "wall median": {k: tokens / statistics.median(v) for k, v in wall.items()},
+        "per CPU-s": {k: tokens / statistics.median(v) for k, v in cpu.items()},
+    }
     dtype = "bf16 autocast" if args.bf16 else "fp32"
-    print(f"machine: {platform.machine()} {platform.processor() or ''} threads={args.threads} torch={torch.__version__}")
+    print(f"machine: {platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
+          f"load={os.getloadavg()[0]:.1f} threads={args.threads} torch={torch.__version__}")
     print(f"model: dim={args.dim} layers={args.layers} heads={args.heads} vocab={args.vocab} params={n_ours/1e6:.2f}M; "
-          f"batch {args.batch}x{args.seq}, {dtype}, AdamW")
-    for name, v in tps.items():
-        print(f"{name:>13}: {v:8.0f} tokens/s (median of {args.rounds} rounds x {args.steps} steps)")
-    print(f"ratio ours/transformers: {tps['ours'] / tps['transformers']:.2f}x")
-
+          f"batch {args.batch}x{args.seq}, {dtype}, AdamW; {args.rounds} rounds x {args.steps} steps")
+    print(f"{'tokens/s':>13} " + " ".join(f"{k:>12}" for k in rate))
+    for name in steps:
+        print(f"{name:>13} " + " ".join(f"{r[name]:12.0f}" for r in rate.values()))
+    print(f"{'ratio':>13} " + " ".join(f"{r['ours'] / r['transformers']:11.2f}x" for r in rate.values()))
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from model.config import ModelConfig
 from model.kv_cache import KVCache
+from model.loss import linear_cross_entropy
 from model.rope import apply_rotary, rope_tables
 
 
@@ -142,8 +143,12 @@ class Llama(nn.Module):
         ]
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: list[KVCache] | None = None, start_pos: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """tokens [B, T] -> (logits [B, T, vocab], mean cross-entropy over targets != -100, or None)."""
+                kv_cache: list[KVCache] | None = None, start_pos: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """tokens [B, T] -> (logits [B, T, vocab], mean cross-entropy over targets != -100, or None).
+
+        When targets are given and autograd is on (training), the loss comes from the chunked
+        projection + cross-entropy of model/loss.py and logits is None: the full logits are never built.
+        """
         B, T = tokens.shape
         if start_pos + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence end {start_pos + T} exceeds max_seq_len={self.cfg.max_seq_len}")
@@ -152,7 +157,10 @@ class Llama(nn.Module):
         h = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, None if kv_cache is None else kv_cache[i], start_pos)
-        logits = self.output(self.norm(h))
+        h = self.norm(h)
+        if targets is not None and torch.is_grad_enabled():
+            return None, linear_cross_entropy(h.flatten(0, 1), self.output.weight, targets.flatten())
+        logits = self.output(h)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)

@@ -5,7 +5,7 @@ import torch
 
 from model.config import get_config
 from model.llama import Llama
-from model.rope import apply_rotary, rope_tables
+from model.rope import apply_rotary, apply_rotary_real, rope_tables
 
 VOCAB = 256
 
@@ -36,15 +36,27 @@ def test_future_tokens_do_not_change_earlier_logits(kv_heads):
     assert (lx[:, 15:] - ly[:, 15:]).abs().max() > 1e-3  # and later ones do change
 
 
-def test_loss_is_mean_cross_entropy_ignoring_minus_100():
+def test_loss_is_mean_cross_entropy_ignoring_minus_100_in_both_paths():
     model = tiny()
     x = torch.randint(0, VOCAB, (2, 16))
     t = torch.randint(0, VOCAB, (2, 16))
     t[0, :5] = -100
-    logits, loss = model(x, t)
+    logits, _ = model(x)
     keep = t != -100
     expected = torch.nn.functional.cross_entropy(logits[keep], t[keep])
+    expected.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with torch.no_grad():
+        eval_logits, eval_loss = model(x, t)  # inference path: full logits + standard cross-entropy
+    torch.testing.assert_close(eval_loss, expected)
+    torch.testing.assert_close(eval_logits, logits)
+    no_logits, loss = model(x, t)  # training path: chunked, logits never materialised
+    assert no_logits is None
     torch.testing.assert_close(loss, expected)
+    loss.backward()
+    for p, ref in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, ref, atol=1e-6, rtol=1e-4)
     assert model(x)[1] is None
 
 
@@ -54,6 +66,9 @@ def test_rope_rotates_pairs_and_preserves_norm():
     out = apply_rotary(x, cos, sin)
     torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1))
     torch.testing.assert_close(out[:, 0], x[:, 0])  # position 0 is not rotated
+    torch.testing.assert_close(apply_rotary_real(x, cos, sin), out)  # the form used under torch.compile
+    torch.testing.assert_close(out[0, 3, 1, :2], torch.stack((x[0, 3, 1, 0] * cos[3, 0] - x[0, 3, 1, 1] * sin[3, 0],
+                                                              x[0, 3, 1, 0] * sin[3, 0] + x[0, 3, 1, 1] * cos[3, 0])))
     # relative property: <R_m q, R_n k> depends on m - n only
     q, k = torch.randn(8), torch.randn(8)
     rot = lambda v, p: apply_rotary(v.view(1, 1, 1, 8), cos[p:p + 1], sin[p:p + 1]).flatten()
