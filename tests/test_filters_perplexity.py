@@ -117,3 +117,25 @@ def test_missing_lm_is_one_line(tmp_path):
     write_docs(tmp_path / "in", [make_doc("a", "x" * 400, language="en")])
     with pytest.raises(FileNotFoundError, match="no language model"):
         run_standalone("perplexity", tmp_path / "in", tmp_path / "out", {}, models_root=tmp_path / "nowhere", workers=1)
+
+
+def test_interrupted_stage_resumes_without_rescoring(lm_root, tmp_path):
+    """A stage killed during its final pass reruns only the unfinished task, from the saved scores."""
+    root, _ = lm_root
+    docs = [make_doc(f"p{i}", t[:2000], language="en") for i, t in enumerate(wiki(N_TRAIN, N_TRAIN + 6))]
+    write_docs(tmp_path / "in", docs, shards=2)
+    out = tmp_path / "out"
+    first = run_standalone("perplexity", tmp_path / "in", out, {"min_length": 300}, models_root=root, workers=2)
+    before = {d.id: d.metadata for d in [*outputs(out)[0].values(), *outputs(out)[1].values()]}
+    scores = sorted((out / ".work" / "scores").glob("*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in scores]
+    # simulate a kill of task 0 in the final pass: no _SUCCESS, no completion marker, no shard
+    (out / "_SUCCESS").unlink()
+    (out / ".work" / "passes" / "main" / "completions" / "00000").unlink()
+    (out / "00000.parquet").unlink(missing_ok=True)
+    (out / "excluded" / "00000.parquet").unlink(missing_ok=True)
+    second = run_standalone("perplexity", tmp_path / "in", out, {"min_length": 300}, models_root=root, workers=2)
+    after = {d.id: d.metadata for d in [*outputs(out)[0].values(), *outputs(out)[1].values()]}
+    assert after == before and len(after) == 6
+    assert [p.stat().st_mtime_ns for p in scores] == stamps  # the scoring pass was not redone
+    assert {k: second[k] for k in ("docs_in", "docs_out", "excluded")} == {k: first[k] for k in ("docs_in", "docs_out", "excluded")}
