@@ -70,7 +70,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
 
 def _train(cfg: TrainConfig, resume: bool, d) -> dict:
-    t_start = time.time()
+    t_start, cpu_start = time.time(), time.process_time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -95,7 +95,7 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     autocast = ((lambda: torch.autocast("cuda", dtype=amp_dtype)) if d.device.type == "cuda" and amp_dtype
                 else contextlib.nullcontext)
 
-    start_step, elapsed_before, tokens_seen = 0, 0.0, 0
+    start_step, elapsed_before, cpu_before, tokens_seen = 0, 0.0, 0.0, 0
     if d.is_main:
         remove_partial(run_dir)
     ckpt = latest_checkpoint(run_dir)
@@ -106,6 +106,7 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
         state = load_checkpoint(ckpt, raw_model, optimizer)
         loader.load_state_dict(state["loader"])
         start_step, elapsed_before, tokens_seen = state["step"], state["elapsed_s"], state["tokens"]
+        cpu_before = state.get("cpu_s", 0.0)
     log = MetricsLog(run_dir, d.is_main, resume_step=start_step if ckpt is not None else None)
     device_name, peak = device_peak_flops(d.device)
     if d.is_main:
@@ -118,7 +119,8 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     def checkpoint(step: int) -> None:
         save_checkpoint(run_dir, step, raw_model, optimizer, mcfg,
                         {"loader": loader.state_dict(), "tokens": tokens_seen,
-                         "elapsed_s": elapsed_before + time.time() - t_start},
+                         "elapsed_s": elapsed_before + time.time() - t_start,
+                         "cpu_s": cpu_before + time.process_time() - cpu_start},
                         cfg.to_dict(), d, cfg.keep_last)
 
     def evaluate(step: int) -> dict:
@@ -176,7 +178,8 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     summary = {}
     if d.is_main:
         summary = _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens_seen,
-                           elapsed_before + time.time() - t_start, n_params, device_name)
+                           elapsed_before + time.time() - t_start, cpu_before + time.process_time() - cpu_start,
+                           n_params, device_name)
     log.close()
     return summary
 
@@ -193,7 +196,8 @@ def _progress(cfg: TrainConfig, start_step: int, enabled: bool):
     return tqdm(total=cfg.max_steps, initial=start_step, desc=cfg.run, dynamic_ncols=True)
 
 
-def _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens, elapsed, n_params, device_name) -> dict:
+def _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens, elapsed, cpu_s, n_params,
+             device_name) -> dict:
     losses = [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
     tail = losses[-10:]
     summary = {
@@ -201,11 +205,12 @@ def _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens, elapsed
         "final_loss": losses[-1] if losses else None,
         "final_loss_mean_last10": sum(tail) / len(tail) if tail else None,
         "unigram_entropy": loader.unigram_entropy(),
-        "eval": last_eval, "tokens": tokens, "time_s": elapsed, "params": n_params, "device": device_name,
+        "eval": last_eval, "tokens": tokens, "time_s": elapsed, "cpu_s": cpu_s, "params": n_params,
+        "device": device_name,
         "mixture": loader.realised(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"train: {stop_reason} after {step} steps, {tokens:,} tokens, {elapsed:.0f} s | final loss "
+    print(f"train: {stop_reason} after {step} steps, {tokens:,} tokens, {elapsed:.0f} s ({cpu_s:.0f} s CPU) | final loss "
           f"{summary['final_loss_mean_last10']:.4f} (mean of last {len(tail)} steps) vs unigram entropy "
           f"{summary['unigram_entropy']:.4f} nats | held-out "
           + ", ".join(f"{k} {v:.3f}" for k, v in last_eval.items()), flush=True)

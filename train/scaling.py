@@ -284,10 +284,16 @@ def _grid_starts(logN, logD, logL, delta, n_best):
     return starts if n_best is None else starts[order[:n_best]]
 
 
+# Box for L-BFGS-B (a, b, e, alpha, beta): wide around every published fit, but it stops ill-posed
+# data (fewer distinct sizes or budgets than the law has constants) from wandering to alpha = 13,
+# B = 1e39 over thousands of iterations.
+FIT_BOUNDS = ((-20.0, 80.0), (-20.0, 80.0), (-10.0, 5.0), (0.0, 3.0), (0.0, 3.0))
+
+
 def _lbfgs(theta0, logN, logD, logL, delta):
     return optimize.minimize(
         _objective_and_grad, theta0, args=(logN, logD, logL, delta), jac=True, method="L-BFGS-B",
-        options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-10},
+        bounds=FIT_BOUNDS, options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-10},
     )
 
 
