@@ -35,16 +35,6 @@ SCORE_SCHEMA = pa.schema([("id", pa.string()), ("status", pa.string()), ("langua
 
 
 # ---- the lm model stage ------------------------------------------------------------------------
-def document_language(doc, lid=None) -> str | None:
-    """A training document's language: its label (extract/langid), else fastText lid.176's guess."""
-    lang = doc.metadata.get("language") or doc.metadata.get("lang")
-    if lang or lid is None:
-        return lang
-    from filters.langid import predict_languages
-
-    return predict_languages(lid, [doc.text])[0][0]
-
-
 class LMStage(ModelStage):
     """Per-language SentencePiece + KenLM trained on ``source`` documents after stage ``after``."""
 
@@ -58,6 +48,7 @@ class LMStage(ModelStage):
         ``work_dir/<lang>.txt`` (streamed: memory stays flat however large the Wikipedia); returns
         the number of documents per language."""
         from filters.fasttext_filter import load_fasttext
+        from filters.langid import predict_languages
         from filters.lid_model import lid_model_path
 
         max_docs = int(self.params.get("max_docs", 200_000))
@@ -67,9 +58,10 @@ class LMStage(ModelStage):
         try:
             for folder in inputs.get(self.params.get("source", "wikipedia"), []):
                 for doc in read_documents(folder):
-                    if not (doc.metadata.get("language") or doc.metadata.get("lang")) and lid is None:
-                        lid = load_fasttext(lid_model_path())
-                    lang = document_language(doc, lid)
+                    lang = doc.metadata.get("language") or doc.metadata.get("lang")
+                    if not lang:  # unlabelled (extract did not say): lid.176 decides
+                        lid = lid or load_fasttext(lid_model_path())
+                        lang = predict_languages(lid, [doc.text])[0][0]
                     if lang in files and counts[lang] < max_docs:
                         files[lang].writelines(line + "\n" for line in normalized_lines(doc.text))
                         counts[lang] += 1

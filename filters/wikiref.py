@@ -90,16 +90,25 @@ class WikirefTrainStage(ModelStage):
     def requires(self, manifest) -> list[tuple[str, str]]:
         return [(source, after) for source, after, _ in self._specs()]
 
-    def _documents(self, inputs: dict[str, list[Path]]) -> tuple[list[str], list[str]]:
-        """Positive and negative document texts (each input folder matched to its spec in order)."""
+    def _documents(self, inputs: dict[str, list[Path]], rng: random.Random, cap: int) -> tuple[list[str], list[str]]:
+        """Positive and negative document texts, each class a uniform sample of at most ``cap``
+        documents (reservoir sampling: memory stays bounded however large the inputs). Input folders
+        are matched to the specs in order."""
         remaining = {source: list(folders) for source, folders in inputs.items()}
-        pos, neg = [], []
+        classes: dict[bool, list[str]] = {True: [], False: []}
+        seen = {True: 0, False: 0}
         for source, _, label in self._specs():
             if not remaining.get(source):
                 continue
-            folder = remaining[source].pop(0)
-            (pos if label else neg).extend(d.text for d in read_documents(folder) if d.text.strip())
-        return pos, neg
+            for doc in read_documents(remaining[source].pop(0)):
+                if not doc.text.strip():
+                    continue
+                seen[label] += 1
+                if len(classes[label]) < cap:
+                    classes[label].append(doc.text)
+                elif (j := rng.randrange(seen[label])) < cap:
+                    classes[label][j] = doc.text
+        return classes[True], classes[False]
 
     def _split(self, docs: list[str], rng: random.Random, chunk_chars: int, cap: int, heldout: float) -> tuple[list[str], list[str]]:
         docs = list(docs)
@@ -122,7 +131,7 @@ class WikirefTrainStage(ModelStage):
         rng = random.Random(seed)
         heldout = fraction_param(p, "heldout_fraction", 0.2)
         cap = int(p.get("max_examples", 300_000))
-        pos_docs, neg_docs = self._documents(inputs)
+        pos_docs, neg_docs = self._documents(inputs, rng, cap)
         pos_train, pos_test = self._split(pos_docs, rng, int(p.get("positive_chunk_chars", 3000)), cap, heldout)
         neg_train, neg_test = self._split(neg_docs, rng, int(p.get("negative_chunk_chars", 0)), cap, heldout)
         for name, train, test in (("positive", pos_train, pos_test), ("negative", neg_train, neg_test)):
