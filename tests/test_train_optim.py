@@ -22,8 +22,9 @@ def test_lr_warmup_then_cosine_to_ten_percent():
     assert max(lrs) == pytest.approx(3e-4) and lrs[1999] == pytest.approx(3e-4)
     decay = lrs[2000:total]
     assert all(a >= b for a, b in zip(decay, decay[1:]))                 # monotone cosine decay
-    mid = 2000 + (total - 1 - 2000) / 2
-    assert lr_at(int(mid), cfg, total) == pytest.approx(3e-5 + 0.5 * 2.7e-4 * (1 + math.cos(math.pi * (int(mid) - 2000) / (total - 1 - 2000))))
+    mid = 2000 + (total - 1 - 2000) // 2
+    progress = (mid - 2000) / (total - 1 - 2000)
+    assert lr_at(mid, cfg, total) == pytest.approx(3e-5 + 0.5 * 2.7e-4 * (1 + math.cos(math.pi * progress)))
     assert lrs[total - 1] == pytest.approx(3e-5)                          # ends at 10% of peak
     assert min(lrs[total:]) == pytest.approx(3e-5)                        # and stays there
 

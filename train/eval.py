@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, folder in source_folders(args.data).items():
             stream = TokenStream(folder)
             if stream.vocab_sizes() - {mcfg.vocab_size}:
-                raise ValueError(f"{folder}: shards have vocab {sorted(stream.vocab_sizes())}, model has {mcfg.vocab_size}")
+                raise ValueError(f"{folder}: shards have vocab {sorted(stream.vocab_sizes())}, "
+                                 f"model has {mcfg.vocab_size}")
             sw = SourceWindows(stream, seq_len, fraction if split == "heldout" else 0.0)
             windows = sw.heldout_range() if split == "heldout" else range(sw.n_windows)
             loss, n = evaluate_batches(model, window_batches(sw, windows, args.batch_size, args.max_tokens), d)

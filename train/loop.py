@@ -210,7 +210,8 @@ def _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens, elapsed
         "mixture": loader.realised(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"train: {stop_reason} after {step} steps, {tokens:,} tokens, {elapsed:.0f} s ({cpu_s:.0f} s CPU) | final loss "
+    print(f"train: {stop_reason} after {step} steps, {tokens:,} tokens, {elapsed:.0f} s ({cpu_s:.0f} s CPU) | "
+          f"final loss "
           f"{summary['final_loss_mean_last10']:.4f} (mean of last {len(tail)} steps) vs unigram entropy "
           f"{summary['unigram_entropy']:.4f} nats | held-out "
           + ", ".join(f"{k} {v:.3f}" for k, v in last_eval.items()), flush=True)
