@@ -63,7 +63,7 @@ class TrainConfig:
     threads: int = 0                     # torch intra-op threads on CPU (0 = torch default)
     compile: bool = False
     activation_checkpointing: str = "none"
-    dtype: str = "bf16"                  # autocast dtype on CUDA; CPU always runs fp32
+    dtype: str = "bf16"                  # bf16 | fp32: autocast dtype on CUDA; CPU always runs fp32
     parallel: str = "none"               # none | ddp | fsdp
 
     def __post_init__(self):
@@ -74,8 +74,8 @@ class TrainConfig:
             raise ConfigError("model.name is required (a named config such as tiny, small, llama-7b)")
         if self.parallel not in ("none", "ddp", "fsdp"):
             raise ConfigError(f"parallel must be none|ddp|fsdp, got {self.parallel!r}")
-        if self.dtype not in ("bf16", "fp16", "fp32"):
-            raise ConfigError(f"dtype must be bf16|fp16|fp32, got {self.dtype!r}")
+        if self.dtype not in ("bf16", "fp32"):  # fp16 would need loss scaling; bf16 does not
+            raise ConfigError(f"dtype must be bf16|fp32, got {self.dtype!r}")
         for name in ("max_steps", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")

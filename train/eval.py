@@ -84,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     from model.checkpoint_io import CheckpointError, load_model
     try:
         model_dir, train_cfg = resolve_checkpoint(args.checkpoint)
-        model, mcfg = load_model(model_dir)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model, mcfg = load_model(model_dir, device=device)
         data_cfg = (train_cfg or {}).get("data", {})
         seq_len = args.seq_len or data_cfg.get("seq_len") or mcfg.max_seq_len
         split = args.split or ("heldout" if train_cfg else "all")
         fraction = args.eval_fraction if args.eval_fraction is not None else data_cfg.get("eval_fraction")
         if split == "heldout" and fraction is None:
             raise ValueError("--split heldout needs --eval-fraction (the checkpoint has no training config)")
-        d = Dist(0, 1, 0, torch.device("cpu"))
+        d = Dist(0, 1, 0, device)
         results, total, count = {}, 0.0, 0
         for name, folder in source_folders(args.data).items():
             stream = TokenStream(folder)

@@ -91,9 +91,8 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     raw_model = model.module if hasattr(model, "module") else model  # DDP keeps the module inside
     optimizer = build_optimizer(raw_model, cfg.optim)
     step_fn = torch.compile(model) if cfg.compile else model
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.dtype)
-    autocast = ((lambda: torch.autocast("cuda", dtype=amp_dtype)) if d.device.type == "cuda" and amp_dtype
-                else contextlib.nullcontext)
+    use_bf16 = d.device.type == "cuda" and cfg.dtype == "bf16"  # CPU always runs fp32
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
     start_step, elapsed_before, cpu_before, tokens_seen = 0, 0.0, 0.0, 0
     if d.is_main:
