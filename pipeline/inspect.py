@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = set(args.id) if args.id else None
     is_tokens = path.suffix == ".ds" or (path.is_dir() and any(path.glob("*.ds")) and not any(path.glob("*.parquet")))
     if is_tokens:
+        if args.excluded or args.reason is not None:
+            raise ValueError(f"{path}: --excluded and --reason apply to Parquet documents; token shards hold kept documents only")
         tok = Path(args.tokenizer) if args.tokenizer else find_tokenizer(path)
         if tok is None or not tok.is_file():
             raise FileNotFoundError(f"{path}: no tokenizer found ({TOKENIZER_REL} in a parent folder); pass --tokenizer")

@@ -303,6 +303,8 @@ def test_inspect_decodes_token_shards(run, tmp_path):
     shutil.copy(shards[0].with_suffix(".json"), lonely.with_suffix(".json"))
     p = cli("inspect", str(lonely))
     assert p.returncode == 2 and "no tokenizer found" in p.stderr and "Traceback" not in p.stderr
+    with pytest.raises(ValueError, match="apply to Parquet documents"):
+        _inspect(str(shards[0]), "--reason", "dup")
     p = _inspect(str(lonely), "--tokenizer", str(root / "tokenizer" / "tokenizer.model"), "--limit", "1", "--json")
     assert _json_lines(p)[0]["text"] == got[0]["text"]
 
