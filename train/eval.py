@@ -40,9 +40,15 @@ def evaluate_batches(model: torch.nn.Module, batches, d: Dist, autocast=contextl
 
 def evaluate_heldout(model, loader, batch_size: int, max_tokens: int, d: Dist,
                      autocast=contextlib.nullcontext) -> dict[str, float]:
-    """Per-source loss on the loader's held-out windows (max_tokens per source)."""
-    return {name: evaluate_batches(model, loader.heldout_batches(name, batch_size, max_tokens), d, autocast)[0]
-            for name in loader.names if loader.windows[name].n_eval}
+    """Per-source loss on the loader's held-out windows (max_tokens per source).
+
+    Sources with fewer held-out windows than ranks have nothing to score and are left out."""
+    losses = {}
+    for name in loader.names:
+        loss, count = evaluate_batches(model, loader.heldout_batches(name, batch_size, max_tokens), d, autocast)
+        if count:
+            losses[name] = loss
+    return losses
 
 
 def resolve_checkpoint(path: Path) -> tuple[Path, dict | None]:

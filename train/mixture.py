@@ -204,12 +204,12 @@ class MixtureLoader:
         The global micro-batch is batch_size * world_size draws; rank r takes draws k*w + r. Either
         the whole global micro-batch is available or MixtureExhausted is raised and nothing is consumed.
         """
-        picks = self.plan(batch_size * self.world_size)
+        picks = self.plan_sources(batch_size * self.world_size)
         for name, _ in picks:
             self.consumed[name] += 1
         self.draw += len(picks)
         mine = picks[self.rank::self.world_size]
-        rows = np.stack([self.windows[name].window(t) for name, t in mine])
+        rows = np.stack([self.windows[name].window(self._window_index(name, c)) for name, c in mine])
         batch = torch.from_numpy(rows)
         return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
