@@ -13,7 +13,6 @@ reads each task's scores back by position, without scoring twice.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any

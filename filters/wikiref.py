@@ -11,7 +11,6 @@ and training is deterministic for a seed (one thread).
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
