@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filters.kenlm_model import LanguageModel, available_languages
 from filters.normalize import ASCII_DELETE, ASCII_TABLE, _normalize_unicode, normalize
-from filters.perplexity import LMStage, bucket_of
+from filters.perplexity import SCORE_SCHEMA, LMStage, bucket_of, compute_cutoffs, score_file
 from filters_support import book_paragraphs, make_doc, outputs, wiki_articles, write_docs
 from pipeline.executors import make_executor
 from pipeline.stages import StageIO
@@ -19,7 +22,6 @@ from pipeline.standalone import run_standalone
 
 N_TRAIN = 60  # articles the LM is trained on; the next N_HELD are held out
 N_HELD = 20
-pytestmark = pytest.mark.slow  # trains SentencePiece + lmplz once (~15 s of CPU)
 
 
 def wiki(start: int, stop: int) -> tuple[str, ...]:
@@ -61,6 +63,7 @@ def lm_root(tmp_path_factory):
     return root, summary
 
 
+@pytest.mark.slow  # trains SentencePiece + lmplz once (~15 s of CPU)
 def test_lm_stage_builds_a_model_per_language_with_enough_data(lm_root):
     root, summary = lm_root
     assert available_languages(root / "models" / "lm") == ["en"]
@@ -69,6 +72,7 @@ def test_lm_stage_builds_a_model_per_language_with_enough_data(lm_root):
     assert not list((root / ".work" / "lm").glob("*.arpa"))  # the ARPA intermediate is removed
 
 
+@pytest.mark.slow  # trains SentencePiece + lmplz once (~15 s of CPU)
 def test_real_prose_scores_far_below_shuffled_words_and_boilerplate(lm_root):
     root, _ = lm_root
     model = LanguageModel.from_dir(root / "models" / "lm", "en")
@@ -86,6 +90,7 @@ def test_real_prose_scores_far_below_shuffled_words_and_boilerplate(lm_root):
     assert model.perplexity("") is None
 
 
+@pytest.mark.slow  # trains SentencePiece + lmplz once (~15 s of CPU)
 def test_perplexity_stage_buckets_by_percentile(lm_root, tmp_path):
     root, _ = lm_root
     texts = [t[:2500] for t in wiki(N_TRAIN, N_TRAIN + 10)]
@@ -109,6 +114,20 @@ def test_perplexity_stage_buckets_by_percentile(lm_root, tmp_path):
     assert stats["docs_in"] == 12 and stats["docs_out"] == 7 and stats["excluded"] == {"perplexity:tail": 4, "perplexity:too_short": 1}
 
 
+def test_histogram_cutoffs_match_exact_percentiles(tmp_path):
+    rng = np.random.default_rng(0)
+    values = 10 ** rng.uniform(1, 4, 10_001)
+    for rank in range(3):
+        part = values[rank::3]
+        n = len(part)
+        pq.write_table(pa.table({"id": [str(i) for i in range(n)], "status": ["scored"] * n, "language": ["en"] * n, "perplexity": part}, schema=SCORE_SCHEMA), score_file(tmp_path, rank))
+    summary = compute_cutoffs(tmp_path, 3, 30, 60)
+    assert summary["scored"] == {"en": 10_001} and summary["status"] == {"scored": 10_001}
+    assert np.allclose(summary["cutoffs"]["en"], np.percentile(values, [30, 60]), rtol=3e-4)
+    buckets = [bucket_of(v, summary["cutoffs"]["en"]) for v in values]
+    assert abs(buckets.count("head") / len(values) - 0.30) < 1e-3 and abs(buckets.count("tail") / len(values) - 0.40) < 1e-3
+
+
 def test_bucket_edges():
     assert [bucket_of(p, [10.0, 20.0]) for p in (5, 10, 15, 20, 25)] == ["head", "head", "middle", "middle", "tail"]
 
@@ -119,6 +138,7 @@ def test_missing_lm_is_one_line(tmp_path):
         run_standalone("perplexity", tmp_path / "in", tmp_path / "out", {}, models_root=tmp_path / "nowhere", workers=1)
 
 
+@pytest.mark.slow  # trains SentencePiece + lmplz once (~15 s of CPU)
 def test_interrupted_stage_resumes_without_rescoring(lm_root, tmp_path):
     """A stage killed during its final pass reruns only the unfinished task, from the saved scores."""
     root, _ = lm_root
