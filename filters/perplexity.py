@@ -58,7 +58,7 @@ class LMStage(ModelStage):
             for folder in inputs.get(self.params.get("source", "wikipedia"), []):
                 for doc in read_documents(folder):
                     lang = doc.metadata.get("language") or doc.metadata.get("lang")
-                    if not lang:  # unlabelled (extract did not say): lid.176 decides
+                    if not lang or lang == "unknown":  # unlabelled (extract could not tell): lid.176 decides
                         lid = lid or load_fasttext(lid_model_path())
                         lang = predict_languages(lid, [doc.text])[0][0]
                     if lang in files and counts[lang] < max_docs:
