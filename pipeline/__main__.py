@@ -101,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.manifest import ManifestError
 
     setup_console_logging()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse leaves a delegated command's leading --options out of its REMAINDER
+        if not hasattr(args, "rest"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = extra + args.rest
     try:
         return args.func(args)
     except ManifestError as e:

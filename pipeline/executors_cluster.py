@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datatrove.executor.slurm import SlurmPipelineExecutor
 from loguru import logger
 
 from pipeline import accounting
@@ -138,16 +139,11 @@ class RayExecutor:
 
 
 # ---- Slurm --------------------------------------------------------------------------------------
-def _slurm_executor_class():
-    from datatrove.executor.slurm import SlurmPipelineExecutor
+class LlamixSlurmPipelineExecutor(SlurmPipelineExecutor):
+    """llamix sums its own per-task accounting records: no datatrove merge_stats job."""
 
-    class LlamixSlurmPipelineExecutor(SlurmPipelineExecutor):
-        """llamix sums its own per-task accounting records: no datatrove merge_stats job."""
-
-        def launch_merge_stats(self):
-            return None
-
-    return LlamixSlurmPipelineExecutor
+    def launch_merge_stats(self):
+        return None
 
 
 def env_command() -> str:
@@ -211,7 +207,7 @@ class SlurmExecutor:
     def make(self, pipeline: list, tasks: int, logging_dir: Path, name: str):
         stage, source, _pass = split_name(name)
         res = stage_resources(self.resources, stage)
-        return _slurm_executor_class()(
+        return LlamixSlurmPipelineExecutor(
             pipeline=pipeline,
             tasks=tasks,
             time=str(res["time"]),
