@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from filters.kenlm_model import LanguageModel, available_languages
 from filters.normalize import ASCII_DELETE, ASCII_TABLE, _normalize_unicode, normalize
 from filters.perplexity import SCORE_SCHEMA, LMStage, bucket_of, compute_cutoffs, score_file
-from filters_support import book_paragraphs, make_doc, outputs, wiki_articles, write_docs
+from filters_support import apt_messages, book_paragraphs, make_doc, outputs, wiki_articles, write_docs
 from pipeline.executors import make_executor
 from pipeline.stages import StageIO
 from pipeline.standalone import run_standalone
@@ -56,7 +56,11 @@ def test_sparse_and_dense_unicode_paths_agree(text):
 def lm_root(tmp_path_factory):
     """Train the lm model stage once (as the runner would) on the sample's English Wikipedia."""
     root = tmp_path_factory.mktemp("profile")
-    folder = write_docs(root / "extract" / "wikipedia", [make_doc(f"w{i}", t, "wikipedia", language="en") for i, t in enumerate(wiki(0, N_TRAIN))])
+    # the last 10 articles and 3 German pages carry no language label: lid.176 assigns them
+    docs = [make_doc(f"w{i}", t, "wikipedia", **({"language": "en"} if i < N_TRAIN - 10 else {})) for i, t in enumerate(wiki(0, N_TRAIN))]
+    german = apt_messages("de")
+    docs += [make_doc(f"de{i}", " ".join(p[1] for p in german[i * 20:(i + 1) * 20]), "wikipedia") for i in range(3)]
+    folder = write_docs(root / "extract" / "wikipedia", docs)
     stage = LMStage({"languages": ["en", "de"], "order": 5, "sp_vocab_size": 2000, "min_docs": 20})
     io = StageIO("lm", "*", stage.params, None, root / "models" / "lm", root / ".work" / "lm", root, make_executor("local", 1))
     summary = stage.build(io, {"wikipedia": [folder]})
@@ -68,7 +72,7 @@ def test_lm_stage_builds_a_model_per_language_with_enough_data(lm_root):
     root, summary = lm_root
     assert available_languages(root / "models" / "lm") == ["en"]
     assert summary["languages"]["en"]["documents"] == N_TRAIN and summary["languages"]["en"]["model_bytes"] > 10_000
-    assert "de" in summary["skipped"]
+    assert summary["skipped"]["de"].startswith("only 3 documents")
     assert not list((root / ".work" / "lm").glob("*.arpa"))  # the ARPA intermediate is removed
 
 
