@@ -51,9 +51,12 @@ def test_run_logs_checkpoints_and_evaluates(corpus, tmp_path, capsys):
                       "--max-tokens", "320", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert list(one["sources"]) == ["github"] and one["tokens"] == 320
-    # a finished run is not silently overwritten
+    # a finished run is not silently overwritten, and resuming it changes nothing
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train(config_from_dict(tiny_config(corpus, run)))
+    before = (run / "metrics.jsonl").read_text()
+    again = train(config_from_dict(tiny_config(corpus, run, max_steps=10, eval_every=5, ckpt_every=3)), resume=True)
+    assert again == on_disk and (run / "metrics.jsonl").read_text() == before
 
 
 def test_stops_cleanly_when_the_mixture_is_exhausted(corpus, tmp_path):

@@ -170,6 +170,11 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
             checkpoint(step)
             last_ckpt = step
     bar.close()
+    if ckpt is not None and step == start_step and (run_dir / "summary.json").is_file():
+        log.close()  # resumed a finished run (max_steps reached or data exhausted): nothing to add
+        if d.is_main:
+            print(f"train: {run_dir} is already complete at step {step} ({stop_reason})", flush=True)
+        return json.loads((run_dir / "summary.json").read_text()) if d.is_main else {}
     if last_eval_step != step:
         last_eval = evaluate(step)
     if last_ckpt != step:
