@@ -209,23 +209,27 @@ def _token_shards(data: RunData) -> None:
             data.stages.setdefault(source, [])
 
 
-def _runs(data: RunData) -> None:
-    from train.metrics import read_metrics
+def _read_jsonl(path: Path) -> list[dict]:
+    """metrics.jsonl records (train/metrics.py's format), skipping a last line cut short by a kill.
+    Read here rather than with train.metrics so that the report does not import torch."""
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
 
+
+def _runs(data: RunData) -> None:
     base = data.root / "train"
     for run_dir in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
         metrics = run_dir / "metrics.jsonl"
         if not metrics.exists():
             continue
-        try:
-            records = read_metrics(metrics)
-        except json.JSONDecodeError:  # a line cut by a kill: keep the whole records
-            records = []
-            for line in metrics.read_text().splitlines():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
+        records = _read_jsonl(metrics)
         summary_path = run_dir / "summary.json"
         summary = None
         if summary_path.exists():
@@ -233,7 +237,7 @@ def _runs(data: RunData) -> None:
                 summary = _read_json(summary_path)
             except ValueError as e:
                 data.notes.append(str(e))
-        data.runs.append(Run(run_dir.name, [r for r in records if isinstance(r, dict)], summary))
+        data.runs.append(Run(run_dir.name, records, summary))
 
 
 def gather(root: Path, manifest_path: str | None = None, profile: str | None = None,
