@@ -2,7 +2,8 @@
 
 Layout of `<run>/checkpoints/step_NNNNNNN/`:
   model/            model.checkpoint_io directory (model.pt + config.json): usable by eval/export alone
-  train_state.pt    optimiser (FQN-keyed full state), step, loader state, RNG states, counters
+  train_state.pt    optimiser (FQN-keyed full state), step, scheduler (the LR is a pure function of
+                    the step), loader state, RNG states (python, numpy, torch, cuda), counters
   train_config.json the run configuration, for humans and for `train.eval`
 The step directory is assembled under a temporary name and renamed into place, so a run killed while
 saving leaves only a `.tmp` directory that resume ignores and removes. Only plain python values and

@@ -118,6 +118,7 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     def checkpoint(step: int) -> None:
         save_checkpoint(run_dir, step, raw_model, optimizer, mcfg,
                         {"loader": loader.state_dict(), "tokens": tokens_seen,
+                         "scheduler": {"name": "warmup_cosine", "next_lr": lr_at(step, cfg.optim, cfg.max_steps)},
                          "elapsed_s": elapsed_before + time.time() - t_start,
                          "cpu_s": cpu_before + time.process_time() - cpu_start},
                         cfg.to_dict(), d, cfg.keep_last)
