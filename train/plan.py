@@ -129,7 +129,8 @@ def describe_law(law) -> str:
     if isinstance(law, ChinchillaLaw):
         return (f"{law.name}: L(N,D) = {law.E:.4g} + {law.A:.4g}/N^{law.alpha:.4g} + {law.B:.4g}/D^{law.beta:.4g}"
                 f"  (N_opt ∝ C^{law.a:.3f}, D_opt ∝ C^{law.b:.3f})")
-    return f"{law.name}: {law}"
+    return (f"{law.name}: L(N,D) = [(Nc/N)^(aN/aD) + Dc/D]^aD, Nc={law.Nc:.3g}, aN={law.alpha_N}, Dc={law.Dc:.3g}, "
+            f"aD={law.alpha_D} (non-embedding N, WebText2 nats: not comparable with Chinchilla losses)")
 
 
 def format_plan(plan: Plan) -> str:
@@ -165,7 +166,7 @@ def format_plan(plan: Plan) -> str:
 DEFAULT_BASES = (("train/configs/tiny.yaml", 0.0), ("train/configs/llama-7b.yaml", 1e9))
 
 
-def base_config_for(n_params: float, root: Path = Path(".")) -> Path:
+def base_config_for(n_params: float, root: Path = Path(__file__).resolve().parents[1]) -> Path:
     """The project's config closest in kind: tiny.yaml for CPU-sized N, llama-7b.yaml from 1B up."""
     chosen = None
     for rel, from_n in DEFAULT_BASES:

@@ -276,12 +276,13 @@ def format_result(result: dict) -> str:
         lines.append(f"  {p['run']:24s} N={p['N']:.4g} D={p['D']:.4g} loss {p['loss']:.4f} "
                      f"fit {p['predicted']:.4f}")
     picks = result["picks"]
+    lines.append(f"  picks at the loss {picks['compute']:.3g} FLOPs reach (largest run), "
+                 f"{picks['inference_tokens']:.3g} inference tokens:")
     for key in ("compute_optimal", "inference_aware"):
         q = picks[key]
-        lines.append(f"  {key:16s} at {picks['compute']:.3g} FLOPs-equivalent loss: N={q['N']:.4g} D={q['D']:.4g} "
-                     f"({q['D'] / q['N']:.1f} tok/param) total {q['total_flops']:.4g} FLOPs")
-    lines.append(f"  inference-aware saving with {picks['inference_tokens']:.3g} inference tokens: "
-                 f"{picks['saving']:.1%}")
+        lines.append(f"    {key:16s} N={q['N']:.4g} D={q['D']:.4g} ({q['D'] / q['N']:.1f} tok/param) "
+                     f"loss {q['loss']:.4f}, total {q['total_flops']:.4g} FLOPs")
+    lines.append(f"    inference-aware saving: {picks['saving']:.1%}")
     ce = result.get("curve_extrapolation")
     if ce and "relative_error" in ce:
         lines.append(f"  early-curve extrapolation ({ce['run']}, first 30%): predicted "
