@@ -55,6 +55,12 @@ def png_file_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def plain(text: object) -> str:
+    """Text as matplotlib shows it literally: metadata keys and labels may hold ``$``, which would
+    otherwise start mathtext (and an unbalanced one fails the whole figure)."""
+    return str(text).replace("$", r"\$")
+
+
 def _bins(values: np.ndarray) -> tuple[np.ndarray, bool]:
     """Histogram edges: one bin per integer for small integer ranges, log-spaced for wide positive
     ranges (perplexity spans orders of magnitude), else 40 equal bins. Returns (edges, log_x)."""
@@ -83,8 +89,8 @@ def histogram(title: str, kept: Sequence[float], excluded: Sequence[float],
     if log_x:
         ax.set_xscale("log")
     for i, (label, x) in enumerate(lines):
-        ax.axvline(x, color=LINE_COLOURS[i % len(LINE_COLOURS)], linestyle="--", linewidth=1.2, label=label)
-    ax.set_title(title, fontsize=10)
+        ax.axvline(x, color=LINE_COLOURS[i % len(LINE_COLOURS)], linestyle="--", linewidth=1.2, label=plain(label))
+    ax.set_title(plain(title), fontsize=10)
     ax.set_ylabel("documents", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=7, loc="best")
@@ -104,15 +110,15 @@ def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float]], 
         values = np.asarray(values, float)
         colour = colours[i % len(colours)] if i < len(colours) else LINE_COLOURS[i % len(LINE_COLOURS)]
         if stacked:
-            ax.bar(x, values, width, bottom=bottom, label=name, color=colour)
+            ax.bar(x, values, width, bottom=bottom, label=plain(name), color=colour)
             bottom += values
         else:
-            ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=name, color=colour)
+            ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=plain(name), color=colour)
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center", fontsize=8)
+    ax.set_xticklabels([plain(label) for label in labels], rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center", fontsize=8)
     if log_y:
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plain(title), fontsize=10)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)
     if n > 1:
@@ -126,13 +132,13 @@ def curves(title: str, series: dict[str, tuple[Sequence[float], Sequence[float]]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIGSIZE)
     for i, (name, (xs, ys)) in enumerate(series.items()):
-        ax.plot(xs, ys, label=name, color=LINE_COLOURS[i % len(LINE_COLOURS)] if i < len(LINE_COLOURS) else None,
+        ax.plot(xs, ys, label=plain(name), color=LINE_COLOURS[i % len(LINE_COLOURS)] if i < len(LINE_COLOURS) else None,
                 marker="o" if len(xs) < 20 else None, markersize=3, linewidth=1.3)
     if log_y:
         ax.set_yscale("log")
     else:
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plain(title), fontsize=10)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)

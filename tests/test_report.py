@@ -78,3 +78,18 @@ def test_perplexity_cutoffs_are_drawn_from_the_stage_summary(tmp_path):
     data = RunData(tmp_path, "sample", {"stages": {"wikiref": {"commoncrawl": {"params": {"threshold": 0.25}}}}}, None)
     assert _lines_for(data, FolderScan("perplexity", "commoncrawl", folder), "perplexity") == [("en p30", 210.5), ("en p60", 480.25)]
     assert _lines_for(data, FolderScan("wikiref", "commoncrawl", tmp_path), "wikiref_score") == [("threshold 0.25", 0.25)]
+
+
+def test_plots_take_any_metadata_text_literally():
+    import base64
+
+    from pipeline import report_plots as plots
+
+    uris = [
+        # balanced dollars around invalid math make matplotlib's mathtext raise unless taken literally
+        plots.histogram("key $a_b^$", [1.0, 2.0, 2.5], [9.0], [(r"$\frac{$", 3.0)]),
+        plots.bars("langs", ["$a_b^$", "a_b", "{}"], {"kept$": [1, 2, 3], "excluded": [0, 1, 0]}, stacked=True),
+        plots.curves("$loss", {"eval $a_b^$": ([1, 2], [3.0, 2.0])}, "step", "loss"),
+    ]
+    for uri in uris:
+        assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
