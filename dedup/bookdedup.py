@@ -71,16 +71,17 @@ class OverlapDecider(PipelineStep):
     name = "📚 llamix book overlap"
     type = "🫂 - DEDUP"
 
-    def __init__(self, work_dir, input_files: list, num_perm: int, threshold: float, candidate_threshold: float):
+    def __init__(self, work_dir, ranks: int, input_files: list, num_perm: int, threshold: float, candidate_threshold: float):
         super().__init__()
         self.work_dir = str(work_dir)
+        self.ranks = ranks
         self.input_files = [str(f) for f in input_files]
         self.num_perm = num_perm
         self.threshold = threshold
         self.candidate_threshold = candidate_threshold
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        ranks = len(self.input_files)
+        ranks = self.ranks
         files = [{k: load(p, mmap=(k == "shingles")) for k, p in book_files(self.work_dir, r).items()} for r in range(ranks)]
         books = [(r, i) for r in range(ranks) for i in range(len(files[r]["chars"])) if files[r]["chars"][i] >= 0]
 
@@ -162,5 +163,5 @@ class BookDedupStage(Stage):
         seed = int_param(io.params, "seed", 1, 0, 2**63 - 1)
         tasks = self.tasks(io)
         io.run_pass("shingles", [io.reader(), BookShingler(io.work_dir, num_perm, ngram, seed)], tasks=tasks)
-        io.run_pass("overlap", [OverlapDecider(io.work_dir, io.input_files, num_perm, threshold, candidate)], tasks=1)
+        io.run_pass("overlap", [OverlapDecider(io.work_dir, tasks, io.input_files, num_perm, threshold, candidate)], tasks=1)
         io.run_pass("main", [io.reader(account=True), BookMarker(io.work_dir, io.stage), io.writer()], tasks=tasks)

@@ -124,10 +124,11 @@ class ClusterBuilder(PipelineStep):
     name = "🕸️ llamix minhash clusters"
     type = "🫂 - DEDUP"
 
-    def __init__(self, work_dir, bands: int, input_files: list[str], verify_threshold: float):
+    def __init__(self, work_dir, bands: int, ranks: int, input_files: list[str], verify_threshold: float):
         super().__init__()
         self.work_dir = str(work_dir)
         self.bands = bands
+        self.ranks = ranks
         self.input_files = [str(f) for f in input_files]
         self.verify_threshold = verify_threshold
 
@@ -144,7 +145,7 @@ class ClusterBuilder(PipelineStep):
             ids = pq.read_table(self.input_files[r], columns=["id"]).column("id").to_numpy(zero_copy_only=False)
             sel = root_ranks == r
             root_ids[sel] = ids[root_idx[sel]]
-        for r in range(len(self.input_files)):
+        for r in range(self.ranks):
             sel = ranks == r
             table = pa.table({"index": idx[sel], "cluster": root_ids[sel].tolist(), "size": sizes[sel]}, schema=CLUSTERS)
             atomic_parquet(work / "clusters" / f"{r:05d}.parquet", table)
@@ -209,7 +210,7 @@ class MinhashStage(Stage):
         tasks = self.tasks(io)
         io.run_pass("signatures", [io.reader(), SignatureWriter(io.work_dir, bands, rows, ngram, seed)], tasks=tasks)
         io.run_pass("buckets", [BucketMerger(io.work_dir, tasks)], tasks=bands)
-        io.run_pass("clusters", [ClusterBuilder(io.work_dir, bands, io.input_files, verify)], tasks=1)
+        io.run_pass("clusters", [ClusterBuilder(io.work_dir, bands, tasks, io.input_files, verify)], tasks=1)
         io.run_pass("main", [io.reader(account=True), ClusterMarker(io.work_dir, io.stage), io.writer()], tasks=tasks)
         summary = {**lsh, "verify_threshold": verify, **json.loads((io.work_dir / "clusters" / "summary.json").read_text())}
         io.extra["summary"] = summary
