@@ -1,0 +1,37 @@
+"""`make drill` in its CI form: kill -9 at random moments of the corpus build (and of a short training run),
+resume, and compare with an uninterrupted build; a full disk stops the build with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_short_drill_survives_kills_and_a_full_disk(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "pipeline.drill", "--short", "--seed", "7", "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    report = json.loads((tmp_path / "drill.json").read_text())
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    assert report["ok"]
+    build = report["pipeline"]
+    assert len(build["kills"]) == 3 and build["differences"] == [] and build["corrupt_parquet"] == []
+    assert build["token_shards"] == 6  # github, arxiv, stackexchange x 2 tasks, byte for byte as the clean build
+    assert "kill -9 during the corpus build" in p.stdout and "survived" in p.stdout
+    train = report["train"]
+    if "skipped" not in train:
+        assert train["kills"] >= 1 and train["identical_loss_curve"]
+        assert train["clean_losses"] == train["resumed_losses"] and len(train["clean_losses"]) == train["steps"]
+    disk = report["full_disk"]
+    if "skipped" not in disk:
+        for run in disk["runs"]:
+            assert run["corrupt_parquet"] == []
+            if run["returncode"] != 0:
+                assert run["last_line"].startswith("failed:") and "No space left on device" in run["last_line"]
+        assert disk["faults"] >= 1
