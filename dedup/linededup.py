@@ -108,20 +108,18 @@ class LineRemover(DecideStep):
                 continue
             lo, hi = np.searchsorted(doc_ids, [i, i + 1])
             removed = set(drops["line"][lo:hi].tolist())
+            text = doc.text
             if removed:
-                lines = doc.text.split("\n")
-                kept = [ln for j, ln in enumerate(lines) if j not in removed]
-                new_text = "\n".join(kept).strip()
-                doc.metadata["chars_removed"] = len(doc.text) - len(new_text)
-                doc.text = new_text
-            else:
-                doc.metadata["chars_removed"] = 0
+                text = "\n".join(ln for j, ln in enumerate(doc.text.split("\n")) if j not in removed).strip()
             doc.metadata["lines_removed"] = len(removed)
+            doc.metadata["chars_removed"] = len(doc.text) - len(text)
             self.stat_update("lines_removed", value=len(removed))
-            if not doc.text.strip():
+            if not text.strip():  # excluded documents keep their original text, for inspection
                 exclude(doc, "dup:line_empty", self.stage)
-            elif len(doc.text) < self.min_length:
+            elif len(text) < self.min_length:
                 exclude(doc, "dup:too_short", self.stage)
+            else:
+                doc.text = text
             yield doc
 
 

@@ -37,6 +37,7 @@ def test_repeated_lines_removed_first_kept(cc_docs, tmp_path):
     for d in example[1:]:
         assert d.id in dropped and dropped[d.id].metadata["reason"] == "dup:line_empty"
         assert dropped[d.id].metadata["lines_removed"] > 0
+        assert dropped[d.id].text == d.text  # excluded: kept whole, for inspection
     # no normalised line survives twice in the kept output, and every surviving line is a first
     seen = set()
     for d in kept.values():
