@@ -6,6 +6,7 @@ Documents: the sample's Project Gutenberg books cut into ~1 KB pieces (cycled up
 Pairs measured (best of ``--repeat``):
   langid       LangIdFilter.run            vs  fastText ``predict(list, k=1)`` on the same texts, same batches
   perplexity   PerplexityScorer.score      vs  SentencePiece ``encode(lines)`` + KenLM ``score`` per line
+               (books, mostly ASCII; and again on Wikipedia pieces, where the normaliser's Unicode path runs)
   wikiref      WikirefFilter.run           vs  fastText ``predict(list, k=2)``
   quality      QualityFilter.run           vs  datatrove's C4/Gopher/GopherRepetition ``filter`` calls
   code_quality CodeQualityFilter.run       (no library equivalent; docs/s only)
@@ -54,6 +55,25 @@ def book_docs(n: int, size: int = 1000) -> list[Document]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 current.append(line.strip())
+            if sum(map(len, current)) >= size:
+                pieces.append("\n".join(current))
+                current = []
+    return [Document(text=pieces[i % len(pieces)], id=str(i), metadata={"language": "en"}) for i in range(n)]
+
+
+def wiki_docs(n: int, size: int = 1000) -> list[Document]:
+    """~``size``-character pieces of the sample's English Wikipedia as the pipeline extracts it
+    (accents, dashes, curly quotes: the normaliser's Unicode path), cycled up to ``n``."""
+    from pipeline.extract import load_extractor
+
+    extractor = load_extractor("wikipedia", {})
+    pieces = []
+    for doc in extractor(REPO / "data" / "sample" / "wikipedia" / "enwiki-20160501-pages-articles-sample.xml.bz2"):
+        if doc.metadata.get("reason"):
+            continue
+        current: list[str] = []
+        for line in doc.text.splitlines():
+            current.append(line)
             if sum(map(len, current)) >= size:
                 pieces.append("\n".join(current))
                 current = []
@@ -137,6 +157,13 @@ def main() -> None:
             lambda: [sum(lm.score(" ".join(p)) for p in sp.encode(lines, out_type=str, num_threads=1)) for lines in doc_lines], None,
             lambda fresh: [scorer.score(d) for d in fresh], docs, args.repeat)
         rows.append(("perplexity", "sentencepiece encode + kenlm score", raw, ours))
+        wiki = wiki_docs(len(docs))
+        non_ascii = sum(not d.text.isascii() for d in wiki) / len(wiki)
+        wiki_lines = [normalized_lines(d.text) for d in wiki]
+        raw, ours = compare(
+            lambda: [sum(lm.score(" ".join(p)) for p in sp.encode(lines, out_type=str, num_threads=1)) for lines in wiki_lines], None,
+            lambda fresh: [scorer.score(d) for d in fresh], wiki, args.repeat)
+        rows.append(("perplexity_wiki", f"same, on Wikipedia pieces ({non_ascii:.0%} with non-ASCII)", raw, ours))
 
         # wikiref
         clf = load_fasttext(wikiref_path)
