@@ -94,3 +94,12 @@ def test_activation_checkpointing_keeps_the_loss_curve(corpus, tmp_path, mode):
                                            activation_checkpointing=m)))
         curves[m] = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
     assert curves[mode] == pytest.approx(curves["none"], rel=1e-6)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
+    cfg = tiny_config(corpus, tmp_path / "run", max_steps=30, eval_every=0, ckpt_every=1)
+    cfg["optim"] = {"lr": 1.0e12, "warmup_steps": 1}  # absurd LR: weights overflow within a few steps
+    summary = train(config_from_dict(cfg))
+    assert summary["stop_reason"] == f"diverged: non-finite loss at step {summary['steps']}"
+    assert summary["steps"] < 30
+    assert [s for s, _ in complete_checkpoints(tmp_path / "run")][-1] == summary["steps"] - 1

@@ -20,10 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     from train.loop import train
     try:
         cfg = load_config(args.config, args.overrides)
-        train(cfg, resume=args.resume)
+        summary = train(cfg, resume=args.resume)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
+    if str(summary.get("stop_reason", "")).startswith("diverged"):
+        print(f"train: error: {summary['stop_reason']}; the latest checkpoint is the last good one",
+              file=sys.stderr)
+        return 1
     return 0
 
 

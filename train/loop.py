@@ -162,8 +162,8 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
                        "tokens_per_s": tps, "mfu": mfu, "mem_mb": memory_mb(d.device)})
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
-        if not math.isfinite(step_loss):
-            stop_reason = f"non-finite loss at step {step}"
+        if not math.isfinite(step_loss):  # keep the last good checkpoint as the latest one
+            stop_reason = f"diverged: non-finite loss at step {step}"
             break
         if cfg.eval_every and step % cfg.eval_every == 0:
             last_eval, last_eval_step = evaluate(step), step
@@ -176,9 +176,10 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
         if d.is_main:
             print(f"train: {run_dir} is already complete at step {step} ({stop_reason})", flush=True)
         return json.loads((run_dir / "summary.json").read_text()) if d.is_main else {}
-    if last_eval_step != step:
+    diverged = stop_reason.startswith("diverged")
+    if last_eval_step != step and not diverged:
         last_eval = evaluate(step)
-    if last_ckpt != step:
+    if last_ckpt != step and not diverged:
         checkpoint(step)
     summary = {}
     if d.is_main:
@@ -215,6 +216,9 @@ def _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens, elapsed
         "mixture": loader.realised(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not losses or not math.isfinite(losses[-1]):
+        print(f"train: {stop_reason} after {step} steps", flush=True)
+        return summary
     print(f"train: {stop_reason} after {step} steps, {tokens:,} tokens, {elapsed:.0f} s ({cpu_s:.0f} s CPU) | "
           f"final loss "
           f"{summary['final_loss_mean_last10']:.4f} (mean of last {len(tail)} steps) vs unigram entropy "
