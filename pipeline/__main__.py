@@ -24,6 +24,8 @@ def _cmd_run(args) -> int:
     options = {}
     if kind == "slurm":
         options = {"resources": manifest.resources, "dry_run": args.dry_run, "out_root": manifest.out_root}
+    elif kind == "ray":  # a task on a Ray cluster reserves its stage's resources
+        options = {"resources": manifest.resources}
     executor = make_executor(kind, workers, **options)
     sources = [s for s in args.sources.split(",") if s] if args.sources else None
     stages = [s for s in args.stages.split(",") if s] if args.stages else None

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -192,6 +193,8 @@ class SlurmExecutor:
         self.resources = resources or {}
         stage_resources(self.resources, "*")  # fail on a bad default before anything is submitted
         self.dry_run = dry_run
+        if not dry_run and shutil.which("sbatch") is None:
+            raise ValueError("slurm: no sbatch on PATH (run on a Slurm login node, or use --dry-run to write the scripts)")
         self.out_root = Path(out_root) if out_root else None
         self.poll_s = poll_s
         self.previous: dict[str, Any] = {}  # source -> the executor of its last pass

@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 from pipeline.drill import compare_fingerprints, corpus_fingerprint, drill_manifest
+from pipeline.executors import make_executor
 from pipeline.executors_cluster import split_name, stage_resources
+from pipeline.manifest import load
+from pipeline.runner import Runner
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -35,6 +38,39 @@ def _sbatch(path: Path) -> dict[str, str]:
     return dict(re.findall(r"^#SBATCH --([\w-]+)=?(.*)$", path.read_text(), re.M))
 
 
+# Stand-ins for the Slurm commands a submission touches, for a machine without Slurm: `sbatch` runs the
+# array's indices one after another in the background, `squeue` lists it while it runs, `srun` runs its
+# command once, `scontrol show hostnames` echoes the node list.
+FAKE_SLURM = {
+    "sbatch": r"""#!/bin/bash
+state="$FAKE_SLURM_STATE"; mkdir -p "$state"; offset=0
+for a in "$@"; do case "$a" in --export=*RUN_OFFSET=*) offset="${a##*RUN_OFFSET=}";; esac; done
+script="${@: -1}"; id=$(( $(ls "$state" | grep -c '\.sh$') + 1 ))
+cp "$script" "$state/$id.sh"; touch "$state/$id.running"
+read lo hi < <(sed -n 's/^#SBATCH --array=\([0-9]*\)-\([0-9]*\).*/\1 \2/p' "$state/$id.sh")
+( for i in $(seq "$lo" "$hi"); do
+    SLURM_ARRAY_TASK_ID=$i RUN_OFFSET=$offset SLURM_NODELIST=localhost SLURM_JOB_ID=$id bash "$state/$id.sh" > "$state/$id.$i.log" 2>&1
+  done; rm -f "$state/$id.running" ) > /dev/null 2>&1 &
+echo "Submitted batch job $id"
+""",
+    "squeue": """#!/bin/bash
+while [ $# -gt 0 ]; do [ "$1" = -j ] && id=$2; shift; done
+[ -e "$FAKE_SLURM_STATE/$id.running" ] && echo "$id"; exit 0
+""",
+    "srun": '#!/bin/bash\nwhile [[ "$1" == -* ]]; do [[ "$1" == -n ]] && shift; shift; done\nexec "$@"\n',
+    "scontrol": '#!/bin/bash\necho "$3"\n',
+}
+
+
+def _fake_slurm(tmp_path: Path) -> Path:
+    shim = tmp_path / "bin"
+    shim.mkdir(exist_ok=True)
+    for tool, body in FAKE_SLURM.items():
+        (shim / tool).write_text(body)
+        (shim / tool).chmod(0o755)
+    return shim
+
+
 def test_stage_resources_overlay_default_and_reject_unknown_keys():
     r = stage_resources(RESOURCES, "exactdedup")
     assert r == {"partition": "bigmem", "time": "01:30:00", "cpus_per_task": 3, "mem_per_cpu_gb": 5}
@@ -45,7 +81,7 @@ def test_stage_resources_overlay_default_and_reject_unknown_keys():
 
 
 @pytest.mark.slow
-def test_slurm_dry_run_scripts_and_running_them_as_slurm_would(tmp_path):
+def test_slurm_dry_run_scripts_and_running_them_as_slurm_would(tmp_path, monkeypatch):
     params = {"extract": {"tasks": 2}, "exactdedup": {"prefix_bits": 2}}
     manifest = drill_manifest(tmp_path / "m.yaml", tmp_path / "out", ["github"], params)
     raw = yaml.safe_load(manifest.read_text())
@@ -78,12 +114,7 @@ def test_slurm_dry_run_scripts_and_running_them_as_slurm_would(tmp_path):
     subprocess.run(["bash", "-n", str(slurm / "submit.sh")], check=True)
 
     # run each script as Slurm would: one process per array index (srun runs the command once)
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == -* ]]; do [[ "$1" == -n ]] && shift; shift; done\nexec "$@"\n')
-    (shim / "scontrol").write_text('#!/bin/bash\necho "$3"\n')  # `scontrol show hostnames NODELIST`
-    for tool in ("srun", "scontrol"):
-        (shim / tool).chmod(0o755)
+    shim = _fake_slurm(tmp_path)
     for _, _, script in calls:
         lo, hi = map(int, _sbatch(Path(script))["array"].split("-"))
         for i in range(lo, hi + 1):
@@ -97,11 +128,21 @@ def test_slurm_dry_run_scripts_and_running_them_as_slurm_would(tmp_path):
     stats = json.loads((root / "exactdedup" / "github" / "_SUCCESS").read_text())
     assert stats["docs_in"] == json.loads((root / "code_quality" / "github" / "_SUCCESS").read_text())["docs_out"]
 
+    # real mode: the driver builds the tokenizer, submits the tokenize array to (a stand-in for) sbatch and
+    # waits on the completion markers while the job runs in the background
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_STATE", str(tmp_path / "slurm-state"))
+    m = load(manifest)
+    Runner(m, make_executor("slurm", resources=m.resources, dry_run=False, out_root=m.out_root, poll_s=0.2)).run()
+    submitted = sorted((tmp_path / "slurm-state").glob("*.sh"))
+    assert len(submitted) == 1 and "#SBATCH --job-name=llamix-tokenize-github-main" in submitted[0].read_text()
+    assert "#SBATCH --cpus-per-task=1" in submitted[0].read_text()  # tokenize has no override in RESOURCES
+
     reference = drill_manifest(tmp_path / "ref.yaml", tmp_path / "ref", ["github"], params)
-    _pipeline(reference, "--stages", "exactdedup")
+    _pipeline(reference)
     a = corpus_fingerprint(tmp_path / "ref" / "sample")
     b = corpus_fingerprint(root)
-    assert any(k.startswith("exactdedup/") for k in a["files"])
+    assert any(k.startswith("exactdedup/") for k in a["files"]) and any(k.startswith("tokens/") for k in a["files"])
     assert compare_fingerprints(a, b) == []
 
 
