@@ -25,6 +25,7 @@ HASHES = ("sha1_64", "xxh64")
 _WORD = re.compile(r"\w+")
 _DIGIT = re.compile(r"\d")  # every Unicode decimal digit (category Nd)
 _FULLWIDTH = re.compile("[\uff01-\uff5e]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")  # one range: a fast scan
 _SPACE = re.compile(r"\s+")
 
 
@@ -96,7 +97,7 @@ def words(text: str) -> list[bytes]:
         return text.encode("ascii").translate(_WORD_BYTES, _CONTROL).split()
     bmp, astral, fullwidth = _unicode_word_steps()
     text = bmp.sub("", unicodedata.normalize("NFD", text.lower()))
-    if text and max(text) > "\uffff":
+    if _ASTRAL.search(text):
         text = astral.sub("", text)
     text = _DIGIT.sub("0", text)
     if _FULLWIDTH.search(text):
