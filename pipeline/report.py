@@ -636,6 +636,8 @@ def section_training(data: RunData) -> str:
         last = next((r for r in reversed(run.records) if "loss" in r), {})
         text = f"<p>{len(loss[0]):,} logged steps; last step {num(last.get('step'))}, loss {num(last.get('loss'), 4)}.</p>"
         if run.summary:
+            if run.summary.get("stop_reason"):
+                text += f"<p>Stopped: {esc(run.summary['stop_reason'])}.</p>"
             text += details("summary.json", pre_json(run.summary))
         out.append(f"<h3>{esc(run.name)}</h3>" + text + grid(figs))
     return "".join(out)
