@@ -740,11 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_report(root: Path, args: argparse.Namespace) -> tuple[Path, RunData]:
-    plots.use_config_dir(root)
     scanner = FolderScanner(samples_per_reason=max(0, args.samples), max_values=max(10, args.max_values),
                             max_chars=max(20, args.max_chars), max_rows=args.max_rows or None)
     data = gather(root, args.manifest, args.profile, scanner)
-    html = render(data)
+    with plots.config_dir(root):
+        html = render(data)
     out = root / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".index.html.{os.getpid()}.tmp")

@@ -4,18 +4,21 @@ Why matplotlib (Agg backend): it is already a dependency (the planner's scaling 
 display or a browser, and PNGs embedded as base64 make ``index.html`` a single file that opens offline on
 any laptop, with no JavaScript charting library to ship or fetch from a CDN.
 
-matplotlib keeps a font cache in its config folder; it is pointed inside the run folder
-(``.work/matplotlib``) unless ``MPLCONFIGDIR`` is set, so the report writes nothing outside ``out/``.
+matplotlib keeps a font cache in its config folder; the report points it inside the run folder
+(``.work/matplotlib``) unless ``MPLCONFIGDIR`` is set or matplotlib is already loaded in the process,
+so ``python -m pipeline report`` writes nothing outside ``out/``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
 import os
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -25,12 +28,22 @@ FIGSIZE = (6.0, 2.6)
 DPI = 80
 
 
-def use_config_dir(run_root: Path) -> None:
-    """Call before the first plot: matplotlib's cache goes under the run folder, not $HOME."""
-    if "MPLCONFIGDIR" not in os.environ:
-        path = Path(run_root) / ".work" / "matplotlib"
-        path.mkdir(parents=True, exist_ok=True)
-        os.environ["MPLCONFIGDIR"] = str(path)
+@contextlib.contextmanager
+def config_dir(run_root: Path) -> Iterator[None]:
+    """Around the first plot: matplotlib's cache goes under the run folder, not $HOME. matplotlib reads
+    MPLCONFIGDIR once, at import, so the variable is restored afterwards (callers in-process, such as
+    tests, keep their environment)."""
+    if "MPLCONFIGDIR" in os.environ or "matplotlib" in sys.modules:
+        yield
+        return
+    path = Path(run_root) / ".work" / "matplotlib"
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["MPLCONFIGDIR"] = str(path)
+    try:
+        _pyplot()
+        yield
+    finally:
+        del os.environ["MPLCONFIGDIR"]
 
 
 def _pyplot():

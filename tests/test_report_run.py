@@ -160,6 +160,7 @@ def test_terminal_summary_lists_every_source(run):
     line = next(line for line in out.splitlines() if line.startswith("github"))
     assert f" {gh:,} " in line and "4.5%" in line
     assert "Traceback" not in run["stderr"]
+    assert (run["root"] / ".work" / "matplotlib").is_dir()  # matplotlib's cache stays inside the run folder
 
 
 def test_signals_histograms_for_scores_with_thresholds(run):
