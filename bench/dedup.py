@@ -6,7 +6,7 @@ memory set by the shard size and not the corpus) are only worth what a measureme
 is real (data/sample, extracted with the project's extractors); edited copies replace words, and
 the Jaccard of each pair is computed exactly on the same word 5-gram sets the stage uses.
 
-    .venv/bin/python bench/dedup.py [quality] [speed] [memory] [--docs 100000,300000] [--shard 10000]
+    .venv/bin/python bench/dedup.py [quality] [speed] [memory] [linededup] [--docs 100000,300000] [--shard 10000]
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ def sentences() -> list[str]:
     return pool
 
 
-def generate(folder: Path, n_docs: int, shard_docs: int, seed: int = 0) -> None:
-    """``n_docs`` documents of 6-12 sentences sampled from real text; 5% are edited copies of an
-    earlier document (3 words replaced), so the stage has clusters to build."""
+def generate(folder: Path, n_docs: int, shard_docs: int, seed: int = 0, sep: str = " ") -> None:
+    """``n_docs`` documents of 6-12 sentences sampled from real text, joined by ``sep``; 5% are edited
+    copies of an earlier document (3 words replaced), so the stage has duplicates to find."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -159,19 +159,19 @@ def generate(folder: Path, n_docs: int, shard_docs: int, seed: int = 0) -> None:
             if recent and rng.random() < 0.05:
                 text = edit_words(rng.choice(recent), 3, seed=i)
             else:
-                text = " ".join(rng.choice(pool) for _ in range(rng.randint(6, 12)))
+                text = sep.join(rng.choice(pool) for _ in range(rng.randint(6, 12)))
                 recent = (recent + [text])[-1000:]
             rows.append({"id": f"g{i}", "text": text, "source": "generated", "metadata": "{}"})
         table = pa.Table.from_pylist(rows, schema=SCHEMA)  # row groups as the pipeline's own writer makes them
         pq.write_table(table, folder / f"{s // shard_docs:05d}.parquet", row_group_size=ROWS_PER_GROUP, compression="zstd")
 
 
-def peak_rss(inp: Path, out: Path) -> tuple[float, float]:
-    """Run the stage as `python -m pipeline stage minhash` in a fresh child; return (seconds, peak RSS
-    MiB of the largest process: the stage process or one of its task workers)."""
+def peak_rss(inp: Path, out: Path, stage: str = "minhash") -> tuple[float, float]:
+    """Run `python -m pipeline stage <stage>` in a fresh child; return (seconds, peak RSS MiB of the
+    largest process: the stage process or one of its task workers)."""
     code = (
         "import resource, subprocess, sys, time; t = time.monotonic(); "
-        f"subprocess.run([sys.executable, '-m', 'pipeline', 'stage', 'minhash', '--input', {str(inp)!r}, '--output', {str(out)!r}, '--workers', '2'], check=True, cwd={str(ROOT)!r}); "
+        f"subprocess.run([sys.executable, '-m', 'pipeline', 'stage', {stage!r}, '--input', {str(inp)!r}, '--output', {str(out)!r}, '--workers', '2'], check=True, cwd={str(ROOT)!r}); "
         "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -192,6 +192,18 @@ def memory(tmp: Path, sizes: list[int], shard: int) -> list[dict]:
     return rows
 
 
+def linededup(tmp: Path, n: int, shard: int) -> dict:
+    """The line dedup stage on documents with one real sentence per line (the pool of sentences is
+    finite, so many lines repeat across documents, as navigation lines do on the web)."""
+    inp, out = tmp / "l_in", tmp / "l_out"
+    generate(inp, n, shard, seed=1, sep="\n")
+    seconds, rss = peak_rss(inp, out, "linededup")
+    stats = json.loads((out / "stats.json").read_text())
+    lines = sum(d.metadata["lines_removed"] for d in read_documents(out))
+    return {"documents": n, "shard_docs": shard, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds),
+            "peak_rss_mib": round(rss), "excluded": stats["excluded"], "lines_removed_in_kept": lines}
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("what", nargs="*", default=["quality", "speed", "memory"])
@@ -205,6 +217,8 @@ def main() -> int:
             print("speed", json.dumps(speed()), flush=True)
         if "quality" in args.what:
             print("quality", json.dumps(quality(tmp)), flush=True)
+        if "linededup" in args.what:
+            print("linededup", json.dumps(linededup(tmp, int(args.docs.split(",")[0]), args.shard)), flush=True)
         if "memory" in args.what:
             memory(tmp, [int(x) for x in args.docs.split(",")], args.shard)
     return 0
