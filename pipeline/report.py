@@ -279,6 +279,17 @@ def funnel_rows(data: RunData, source: str) -> list[dict[str, Any]]:
     return rows
 
 
+def source_ends(data: RunData, source: str) -> tuple[int | None, dict[str, Any], list[dict[str, Any]]]:
+    """(documents extracted, the last document stage's record, the document stages' funnel rows):
+    the two ends of a source's funnel, skipping download (files) and tokenize (no documents out)."""
+    doc_rows = [r for r in funnel_rows(data, source) if r["stage"] not in ("download", "tokenize")]
+    if not doc_rows:
+        return None, {}, []
+    first = doc_rows[0]["rec"]
+    extracted = first.get("docs_out") if doc_rows[0]["stage"] == "extract" else first.get("docs_in")
+    return extracted, doc_rows[-1]["rec"], doc_rows
+
+
 def section_funnel(data: RunData) -> str:
     out = ['<h2 id="funnel">Funnel</h2><p class="muted">Exact counts from report/stats.json. Each stage '
            "accounts for every document: in = kept + excluded. <code>download</code> counts files, <code>extract</code> files or "
@@ -286,15 +297,10 @@ def section_funnel(data: RunData) -> str:
            "source's measured bytes per token.</p>"]
     overview = []
     for source in data.sources:
-        rows = funnel_rows(data, source)
-        doc_rows = [r for r in rows if r["stage"] not in ("download",)]
-        first = doc_rows[0]["rec"] if doc_rows else {}
-        last_doc = [r for r in doc_rows if r["stage"] != "tokenize"]
-        last = last_doc[-1]["rec"] if last_doc else {}
+        extracted, last, _ = source_ends(data, source)
         overview.append([
-            f'<a href="#funnel-{esc(source)}">{esc(source)}</a>', esc(" → ".join(r["stage"] for r in rows) or "not run"),
-            num(first.get("docs_out") if doc_rows and doc_rows[0]["stage"] == "extract" else first.get("docs_in")),
-            num(last.get("docs_out")), human_bytes(last.get("bytes_out")), num(data.tokens(source) or None),
+            f'<a href="#funnel-{esc(source)}">{esc(source)}</a>', esc(" → ".join(data.stages.get(source, [])) or "not run"),
+            num(extracted), num(last.get("docs_out")), human_bytes(last.get("bytes_out")), num(data.tokens(source) or None),
         ])
     out.append(table(["source", "stages", "documents extracted", "documents kept", "bytes kept", "tokens"],
                      overview, numeric=(2, 3, 4, 5)))
@@ -701,10 +707,7 @@ def summary_table(data: RunData) -> str:
     header = f"{'source':<14} {'stages':>6} {'extracted':>9} {'kept':>9} {'kept%':>6} {'bytes kept':>11} {'tokens':>11} {'share':>6} {'target':>6}  top exclusions (all stages)"
     lines = [header, "-" * len(header)]
     for source in data.sources:
-        doc_rows = [r for r in funnel_rows(data, source) if r["stage"] not in ("download", "tokenize")]
-        first = doc_rows[0]["rec"] if doc_rows else {}
-        last = doc_rows[-1]["rec"] if doc_rows else {}
-        docs_in = first.get("docs_out") if doc_rows and doc_rows[0]["stage"] == "extract" else first.get("docs_in")
+        docs_in, last, doc_rows = source_ends(data, source)
         reasons: dict[str, int] = {}
         for r in doc_rows:
             for reason, n in (r["rec"].get("excluded") or {}).items():
