@@ -93,3 +93,19 @@ def test_plots_take_any_metadata_text_literally():
     ]
     for uri in uris:
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sampled_scans_are_labelled_on_the_page(tmp_path):
+    root = tmp_path / "sample"
+    docs = [Document(text="word " * (i + 1), id=f"d{i}", metadata={"source": "c4", "language_score": i / 100}) for i in range(60)]
+    docs += [Document(text="x", id=f"x{i}", metadata={"source": "c4", "language_score": 0.1, "reason": "langid:low_score",
+                                                      "excluded_by": "langid"}) for i in range(30)]
+    write_stage(root, "langid", "c4", docs)
+    from pipeline import report
+
+    assert report.main([str(root), "--max-rows", "20", "--samples", "2"]) == 0
+    page = (root / "report" / "index.html").read_text()
+    assert "(scanned 20 of 60 kept and 20 of 30 excluded)" in page
+    samples = section(page, "samples")
+    assert "kept — 60 documents" in samples and "excluded: <code>langid:low_score</code> — 30 documents" in samples
+    assert samples.count('<div class="doc x">') == 2 and samples.count('<div class="doc">') == 2
