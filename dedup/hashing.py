@@ -40,10 +40,7 @@ def fast_normalize(text: str) -> str:
     """``filters.normalize.normalize`` (CCNet's normal form), with a fast path for ASCII text."""
     if text.isascii():
         return text.lower().translate(_ASCII).strip()
-    try:
-        return normalize(text)
-    except ValueError:  # filters.normalize calls max() on the text left after deletions: it was empty
-        return ""
+    return normalize(text)
 
 
 def normalize_line(line: str) -> str:
