@@ -175,6 +175,9 @@ class ParquetShardWriter(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         start = time.monotonic()
         out = Path(self.output_dir)
+        for folder in (out, out / EXCLUDED_DIR):  # temporaries of an earlier, killed attempt at this task
+            for stale in folder.glob(f".{shard_name(rank)}.*.tmp"):
+                stale.unlink(missing_ok=True)
         kept = _ShardFile(out / shard_name(rank))
         dropped = _ShardFile(out / EXCLUDED_DIR / shard_name(rank))
         record = accounting.empty_out_record()

@@ -163,6 +163,8 @@ def run_stage(stage: Stage, io: StageIO) -> dict[str, Any]:
     seconds = time.monotonic() - start
     record = accounting.summarise(io.account_dir, stage.tasks(io))
     record.update({"seconds": round(seconds, 3), "tasks": stage.tasks(io), "params": io.params})
+    if io.extra.get("summary"):  # stage-specific figures (e.g. the LSH threshold of minhash)
+        record["summary"] = io.extra["summary"]
     record["docs_per_s"] = round(record["docs_in"] / seconds, 1) if seconds > 0 else None
     excluded = ", ".join(f"{k}={v}" for k, v in sorted(record["excluded"].items(), key=lambda kv: -kv[1])[:6])
     logger.info(

@@ -11,7 +11,7 @@ from typing import Any
 from pipeline.executors import make_executor
 from pipeline.registry import MODEL_STAGES, stage_class
 from pipeline.runner import run_stage
-from pipeline.stages import StageIO, is_complete
+from pipeline.stages import StageIO, is_complete, reset_output
 
 
 def parse_value(text: str) -> Any:
@@ -60,7 +60,9 @@ def run_standalone(
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"--input {input_dir}: no such folder")
-    if is_complete(output_dir) and not force:
+    if force:  # start over: output, pass markers and intermediate files (all under output_dir)
+        reset_output(output_dir)
+    elif is_complete(output_dir):
         import json
 
         return json.loads((output_dir / "stats.json").read_text())
