@@ -52,8 +52,9 @@ class LangIdFilter(FastTextFilter):
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         results: list[bool | tuple[bool, str]] = []
         for doc, (lang, score) in zip(batch, predict_languages(self.model, [d.text for d in batch])):
+            score = round(score, 4)  # decide on the stored value, so re-thresholding metadata agrees
             doc.metadata["language"] = lang
-            doc.metadata["language_score"] = round(score, 4)
+            doc.metadata["language_score"] = score
             if lang is None or score < self.threshold:
                 results.append((False, "langid:low_score"))
             elif lang not in self.languages:

@@ -175,7 +175,8 @@ class WikirefFilter(FastTextFilter):
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         results: list[bool | tuple[bool, str]] = []
         for doc, score in zip(batch, reference_score(self.model, [d.text for d in batch])):
-            doc.metadata["wikiref_score"] = round(score, 4)
+            score = round(score, 4)  # decide on the stored value, so re-thresholding metadata agrees
+            doc.metadata["wikiref_score"] = score
             results.append(True if score >= self.threshold else (False, f"wikiref:{score:.2f}"))
         return results
 
