@@ -158,7 +158,9 @@ class Llama(nn.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, None if kv_cache is None else kv_cache[i], start_pos)
         h = self.norm(h)
-        if targets is not None and torch.is_grad_enabled():
+        # The chunked loss reads output.weight directly, so it needs the weight unsharded here: true unless
+        # `output` was FSDP-sharded as its own unit (then its weight is a DTensor and the module is called).
+        if targets is not None and torch.is_grad_enabled() and not hasattr(self.output.weight, "full_tensor"):
             return None, linear_cross_entropy(h.flatten(0, 1), self.output.weight, targets.flatten())
         logits = self.output(h)
         loss = None
