@@ -136,6 +136,7 @@ def _synthetic_runs(law, noise, seed=1):
 
 def test_fit_recovers_known_constants_exactly_without_noise():
     fit = fit_law(*_synthetic_runs(BESI, 0.0))
+    assert fit.at_bounds == []
     for key in ("E", "A", "B", "alpha", "beta"):
         assert getattr(fit.law, key) == pytest.approx(getattr(BESI, key), rel=1e-4), key
 

@@ -235,6 +235,7 @@ class LawFit:
     n_starts: int
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     n_bootstrap: int = 0
+    at_bounds: list[str] = field(default_factory=list)  # constants pinned to FIT_BOUNDS: not identified
 
     def to_dict(self) -> dict:
         return {
@@ -244,6 +245,7 @@ class LawFit:
             "n_starts": self.n_starts,
             "n_bootstrap": self.n_bootstrap,
             "ci95": {k: list(v) for k, v in self.ci.items()},
+            "at_bounds": list(self.at_bounds),
         }
 
 
@@ -335,6 +337,9 @@ def fit_law(N, D, L, delta: float = 1e-3, n_best: int | None = 8, bootstrap: int
         raise ValueError("scaling-law fit failed from every starting point")
     fit = LawFit(law=_theta_to_law(best.x, name), objective=float(best.fun),
                  n_points=int(N.size), n_starts=int(len(starts)))
+    for name, value, (lo, hi) in zip(("A", "B", "E", "alpha", "beta"), best.x, FIT_BOUNDS):
+        if min(value - lo, hi - value) < 1e-6:
+            fit.at_bounds.append(name)
     if bootstrap > 0:
         rng = np.random.default_rng(seed)
         boot_starts = best.x[None, :]  # resamples sit near the full-data optimum

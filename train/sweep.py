@@ -269,6 +269,9 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
 def format_result(result: dict) -> str:
     lines = [f"sweep: fitted on {result['n_points']} runs ({result['params']} N), "
              f"{result['accounting']['excluded']} excluded; bootstrap n={result['n_bootstrap']}"]
+    if result.get("at_bounds"):
+        lines.append(f"  warning: {', '.join(result['at_bounds'])} pinned at the fit's box bounds: these runs do not "
+                     f"identify them (e.g. no loss floor visible yet); widen the grid of sizes/budgets")
     for k, v in result["law"].items():
         lo, hi = result["ci95"].get(k, (float("nan"), float("nan")))
         lines.append(f"  {k:6s} = {v:10.4g}   95% CI [{lo:.4g}, {hi:.4g}]")
