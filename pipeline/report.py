@@ -162,9 +162,7 @@ def _scan_folders(data: RunData, scanner: FolderScanner) -> None:
 def _task_bytes_per_token(root: Path, source: str) -> dict[int, float]:
     """Exact bytes/token per tokenize task, from its accounting record (bytes and tokens it wrote)."""
     out = {}
-    runner_dir = root / ".work" / "tokenize" / source / "accounting"
-    standalone_dir = root / TOKENS_DIR / source / ".work" / "accounting"  # `python -m pipeline stage tokenize`
-    for path in sorted((runner_dir if runner_dir.is_dir() else standalone_dir).glob("out-*.json")):
+    for path in sorted((root / TOKENS_DIR / source / ".work" / "accounting").glob("out-*.json")):
         try:
             rec = json.loads(path.read_text())
             rank = int(path.stem.split("-")[1])

@@ -133,7 +133,9 @@ class Runner:
             params=params,
             input_dir=input_dir,
             output_dir=out,
-            work_dir=self.out_root / ".work" / stage / source,
+            # inside the output folder: deleting a stage's folder also forgets its task markers and
+            # accounting, so the stage really reruns instead of "resuming" into an empty folder
+            work_dir=out / ".work",
             out_root=self.out_root,
             executor=self.executor,
             manifest=self.manifest,

@@ -162,4 +162,4 @@ def test_ray_builds_the_same_corpus_as_the_local_executor(tmp_path):
     assert set(a["counts"]) >= {f"tokenize/{s}" for s in sources}
     assert compare_fingerprints(a, b) == []
     # Ray ran the passes: datatrove's Ray executor left its per-task completion markers
-    assert len(list((tmp_path / "ray/sample/.work/tokenize/github/passes/main/completions").iterdir())) == 2
+    assert len(list((tmp_path / "ray/sample/tokens/github/.work/passes/main/completions").iterdir())) == 2
