@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -39,6 +39,10 @@ SHORT_SOURCES = ("github", "arxiv", "stackexchange")
 COUNT_KEYS = ("docs_in", "docs_out", "excluded", "bytes_in", "bytes_out", "tokens")
 _STAGE_START = re.compile(r"\| (?:(?P<stage>[\w]+)/(?P<source>[\w*]+): running|model (?P<model>\w+): building)")
 SKIP_DIRS = {".work", "report", "slurm", "train"}
+
+
+def _label(m: re.Match) -> str:
+    return f"model:{m['model']}" if m["model"] else f"{m['stage']}/{m['source']}"
 
 
 # ---- manifests and runs ----------------------------------------------------------------------
@@ -70,6 +74,8 @@ class Run:
     returncode: int | None
     lines: list[tuple[float, str]] = field(default_factory=list)
     killed_in: str | None = None  # the stage that was running when the kill landed
+    target: str | None = None  # the stage whose start scheduled the kill
+    delay: float = 0.0
 
     def starts(self) -> list[tuple[float, str]]:
         """(seconds since start, stage label) of each stage start in the log."""
@@ -77,13 +83,14 @@ class Run:
         for t, line in self.lines:
             m = _STAGE_START.search(line)
             if m:
-                out.append((t, m["model"] and f"model:{m['model']}" or f"{m['stage']}/{m['source']}"))
+                out.append((t, _label(m)))
         return out
 
 
-def run_pipeline(cmd: list[str], kill_at: tuple[str, float] | None = None, timeout: float = 1800, env=None) -> Run:
-    """Run ``cmd`` in its own process group; with ``kill_at=(stage, delay)`` SIGKILL the group ``delay``
-    seconds after ``stage`` (a label prefix such as ``extract/`` or ``model:tokenizer``) starts."""
+def run_pipeline(cmd: list[str], kill_after: Callable[[str], float | None] | None = None, timeout: float = 1800, env=None) -> Run:
+    """Run ``cmd`` in its own process group. ``kill_after(label)`` is asked at each stage start (label
+    ``extract/github``, ``model:tokenizer``); the first number it returns schedules a SIGKILL of the whole
+    group that many seconds later."""
     start = time.monotonic()
     p = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True, env=env)
@@ -110,9 +117,10 @@ def run_pipeline(cmd: list[str], kill_at: tuple[str, float] | None = None, timeo
             run.lines.append(item)
             m = _STAGE_START.search(item[1])
             if m:
-                current = m["model"] and f"model:{m['model']}" or f"{m['stage']}/{m['source']}"
-                if kill_at and deadline is None and current.startswith(kill_at[0]):
-                    deadline = time.monotonic() + kill_at[1]
+                current = _label(m)
+                delay = kill_after(current) if kill_after and deadline is None else None
+                if delay is not None:
+                    deadline, run.target, run.delay = time.monotonic() + delay, current, delay
         if deadline is not None and time.monotonic() >= deadline and p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             run.killed_in = current
@@ -153,8 +161,24 @@ def _rows_digest(path: Path) -> str:
 
     h = hashlib.sha256()
     for row in pq.read_table(path).to_pylist():
-        h.update(json.dumps([row["id"], row["text"], row["source"], row["metadata"]]).encode("utf-8", "surrogatepass"))
+        h.update(json.dumps(row, sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
     return h.hexdigest()
+
+
+def _sentencepiece_digest(path: Path) -> str:
+    """A SentencePiece model's bytes without where it was built (trainer_spec.model_prefix and input name
+    the build folder, so the CCNet LM's model differs between two output folders while the vocabulary and
+    scores are the same; the tokenizer stage strips these itself and is compared byte for byte)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except Exception:  # noqa: BLE001 - not a SentencePiece model: compare the bytes
+        return _sha(path)
+    for name in ("model_prefix", "input", "num_threads"):
+        proto.trainer_spec.ClearField(name)
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
 
 
 def corpus_fingerprint(out_root: str | Path) -> dict[str, Any]:
@@ -164,10 +188,12 @@ def corpus_fingerprint(out_root: str | Path) -> dict[str, Any]:
     files: dict[str, str] = {}
     for path in sorted(out_root.rglob("*")):
         rel = path.relative_to(out_root)
-        if not path.is_file() or rel.parts[0] in SKIP_DIRS or path.name.startswith("."):
+        if not path.is_file() or rel.parts[0] in SKIP_DIRS or any(part.startswith(".") for part in rel.parts):
             continue
         if path.suffix == ".parquet":
             files[str(rel)] = _rows_digest(path)
+        elif rel.parts[0] == "models" and path.suffix == ".model":
+            files[str(rel)] = _sentencepiece_digest(path)
         elif rel.parts[0] in ("tokens", "tokenizer", "models") and path.name not in ("_SUCCESS", "stats.json"):
             files[str(rel)] = _sha(path)
     stats = accounting.load_stats(out_root / "report" / "stats.json")
@@ -201,6 +227,11 @@ def leftovers(out_root: Path) -> tuple[list[str], list[str]]:
 
 
 # ---- the drills --------------------------------------------------------------------------------
+def stage_kind(label: str) -> str:
+    """``extract/github`` -> ``extract``; ``model:lm`` stays."""
+    return label.split("/")[0]
+
+
 def kill_drill(work: Path, sources: list[str], params: dict, kills_per_stage: int, max_kills: int | None, rng: random.Random,
                log=print) -> dict[str, Any]:
     clean_m = drill_manifest(work / "clean.yaml", work / "clean", sources, params)
@@ -211,30 +242,34 @@ def kill_drill(work: Path, sources: list[str], params: dict, kills_per_stage: in
         raise RuntimeError("clean build failed:\n" + "\n".join(line for _, line in clean.lines[-20:]))
     clean_s = time.monotonic() - t0
     starts = clean.starts()
-    windows = []  # (stage kind, duration of its first source's run)
-    seen = set()
+    window: dict[str, float] = {}  # stage kind -> how long its first run lasted in the clean build
     for i, (t, label) in enumerate(starts):
-        kind = label.split("/")[0] + "/" if "/" in label else label
         end = starts[i + 1][0] if i + 1 < len(starts) else clean_s
-        if kind not in seen:
-            seen.add(kind)
-            windows.append((kind, max(0.2, end - t)))
-    log(f"clean build: {clean_s:.1f}s, stages: {', '.join(k.rstrip('/') for k, _ in windows)}")
-    plan = [(kind, dur) for kind, dur in windows for _ in range(kills_per_stage)]
-    if max_kills is not None:
-        rng.shuffle(plan)
-        plan = sorted(plan[:max_kills], key=lambda kd: [k for k, _ in windows].index(kd[0]))
+        window.setdefault(stage_kind(label), max(0.2, end - t))
+    log(f"clean build: {clean_s:.1f}s, stages: {', '.join(window)}")
+    kinds = list(window)
+    if max_kills is not None and max_kills < len(kinds) * kills_per_stage:
+        kinds = sorted(rng.sample(kinds, min(max_kills, len(kinds))), key=list(window).index)
+    remaining = {k: (kills_per_stage if max_kills is None else 1) for k in kinds}
+
+    def choose(label: str) -> float | None:
+        """Kill in this stage (it just started) if it still has kills to take: after how long."""
+        kind = stage_kind(label)
+        return rng.uniform(0.0, window[kind]) if remaining.get(kind) else None
+
     kills: list[dict[str, Any]] = []
-    for kind, dur in plan:
-        delay = rng.uniform(0.0, dur)
-        run = run_pipeline(pipeline_cmd(killed_m), kill_at=(kind, delay))
-        if run.killed_in is None:
-            log(f"  {kind.rstrip('/'):<14} run finished before the kill ({run.returncode=})")
-            if run.returncode != 0:
-                raise RuntimeError(f"an unkilled resume failed:\n" + "\n".join(line for _, line in run.lines[-20:]))
+    while any(remaining.values()):
+        run = run_pipeline(pipeline_cmd(killed_m), kill_after=choose)
+        if run.target is None:  # no stage with kills left started again: they are all complete
             break
-        kills.append({"target": kind.rstrip("/"), "delay_s": round(delay, 2), "killed_in": run.killed_in})
-        log(f"  kill -9 #{len(kills)}: {delay:5.2f}s into {kind.rstrip('/')}, landed in {run.killed_in}")
+        remaining[stage_kind(run.target)] -= 1
+        if run.killed_in is None:
+            log(f"  {run.target}: the build finished before the kill ({run.returncode=})")
+            if run.returncode != 0:
+                raise RuntimeError("an unkilled resume failed:\n" + "\n".join(line for _, line in run.lines[-20:]))
+            break
+        kills.append({"target": run.target, "delay_s": round(run.delay, 2), "killed_in": run.killed_in})
+        log(f"  kill -9 #{len(kills)}: {run.delay:5.2f}s after {run.target} started, landed in {run.killed_in}")
     final = run_pipeline(pipeline_cmd(killed_m))
     if final.returncode != 0:
         raise RuntimeError("final resume failed:\n" + "\n".join(line for _, line in final.lines[-20:]))

