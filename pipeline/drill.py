@@ -77,6 +77,9 @@ class Run:
     target: str | None = None  # the stage whose start scheduled the kill
     delay: float = 0.0
 
+    def tail(self, n: int = 20) -> str:
+        return "\n".join(line for _, line in self.lines[-n:])
+
     def starts(self) -> list[tuple[float, str]]:
         """(seconds since start, stage label) of each stage start in the log."""
         out = []
@@ -239,7 +242,7 @@ def kill_drill(work: Path, sources: list[str], params: dict, kills_per_stage: in
     t0 = time.monotonic()
     clean = run_pipeline(pipeline_cmd(clean_m))
     if clean.returncode != 0:
-        raise RuntimeError("clean build failed:\n" + "\n".join(line for _, line in clean.lines[-20:]))
+        raise RuntimeError("clean build failed:\n" + clean.tail())
     clean_s = time.monotonic() - t0
     starts = clean.starts()
     window: dict[str, float] = {}  # stage kind -> how long its first run lasted in the clean build
@@ -266,13 +269,13 @@ def kill_drill(work: Path, sources: list[str], params: dict, kills_per_stage: in
         if run.killed_in is None:
             log(f"  {run.target}: the build finished before the kill ({run.returncode=})")
             if run.returncode != 0:
-                raise RuntimeError("an unkilled resume failed:\n" + "\n".join(line for _, line in run.lines[-20:]))
+                raise RuntimeError("an unkilled resume failed:\n" + run.tail())
             break
         kills.append({"target": run.target, "delay_s": round(run.delay, 2), "killed_in": run.killed_in})
         log(f"  kill -9 #{len(kills)}: {run.delay:5.2f}s after {run.target} started, landed in {run.killed_in}")
     final = run_pipeline(pipeline_cmd(killed_m))
     if final.returncode != 0:
-        raise RuntimeError("final resume failed:\n" + "\n".join(line for _, line in final.lines[-20:]))
+        raise RuntimeError("final resume failed:\n" + final.tail())
     diffs = compare_fingerprints(corpus_fingerprint(work / "clean" / "sample"), corpus_fingerprint(work / "killed" / "sample"))
     litter, corrupt = leftovers(work / "killed" / "sample")
     fp = corpus_fingerprint(work / "killed" / "sample")
@@ -436,5 +439,14 @@ def _print_summary(r: dict[str, Any]) -> None:
     print(f"{'overall':<34}{'':>6}  {'OK' if r['ok'] else 'FAILED'}")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with a failed build reported as its message and log tail, not a traceback."""
+    try:
+        return main(argv)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"drill: {e}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

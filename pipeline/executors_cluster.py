@@ -33,7 +33,7 @@ from loguru import logger
 from pipeline import accounting
 from pipeline.executors import resolve_workers, setup_console_logging
 from pipeline.manifest import REPO_ROOT
-from pipeline.registry import MODEL_STAGES, stage_class
+from pipeline.registry import stage_class
 from pipeline.runner import Runner, stage_output_dir
 from pipeline.stages import is_complete
 
