@@ -57,6 +57,27 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
     return {k: v.contiguous() for k, v in out.items()}
 
 
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """The safetensors format written directly (model/ depends on torch only): u64 little-endian header
+    size, a JSON header of dtype/shape/byte offsets padded to 8 bytes, then the raw little-endian data."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, t in tensors.items():
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for t in tensors.values():
+            f.write(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+
+
 def hf_config(cfg: ModelConfig, dtype: str, bos_id: int = 1, eos_id: int = 2) -> dict:
     """LlamaConfig fields; rope_theta is written both top-level (transformers < 5) and in rope_parameters."""
     return {
@@ -115,8 +136,6 @@ def _tokenizer_files(tokenizer: Path, out: Path, max_len: int) -> tuple[int, int
 
 def export(ckpt_dir: str | Path, out_dir: str | Path, tokenizer: str | Path | None = None,
            dtype: torch.dtype = torch.float32) -> Path:
-    from safetensors.torch import save_file
-
     model, cfg = load_model(ckpt_dir)
     if tokenizer is not None and not Path(tokenizer).is_file():
         raise ValueError(f"tokenizer {tokenizer} does not exist")
@@ -124,7 +143,7 @@ def export(ckpt_dir: str | Path, out_dir: str | Path, tokenizer: str | Path | No
     state = {k: v.to(dtype) for k, v in to_hf_state_dict(model.state_dict(), cfg).items()}
     with atomic_dir(out_dir) as tmp:
         bos_id, eos_id = (1, 2) if tokenizer is None else _tokenizer_files(Path(tokenizer), tmp, cfg.max_seq_len)
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_safetensors(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config(cfg, dtype_name, bos_id, eos_id), indent=2))
         (tmp / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": bos_id, "eos_token_id": eos_id, "do_sample": True, "temperature": 0.6, "top_p": 0.9,

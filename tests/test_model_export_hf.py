@@ -67,6 +67,16 @@ def test_transformers_reproduces_our_logits(tmp_path, kv_heads):
     torch.testing.assert_close(hf_logits(tmp_path / "hf", tokens), ours, atol=1e-4, rtol=0)
 
 
+def test_safetensors_writer_is_read_back_by_the_reference_library(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    tensors = {"a": torch.randn(3, 5), "b": torch.randn(7).to(torch.bfloat16), "c": torch.arange(6.0).view(2, 3).t()}
+    export_hf.write_safetensors(tensors, tmp_path / "x.safetensors", metadata={"format": "pt"})
+    back = safetensors_torch.load_file(tmp_path / "x.safetensors")
+    assert back.keys() == tensors.keys()
+    for k, t in tensors.items():
+        assert back[k].dtype == t.dtype and torch.equal(back[k], t)
+
+
 def test_rope_permutation_is_needed_and_invertible():
     w = torch.arange(2 * 8 * 3, dtype=torch.float32).view(16, 3)  # 2 heads of head_dim 8
     p = interleaved_to_half(w, 2)
