@@ -16,6 +16,7 @@ exact scripts in order with each source's ``--dependency=afterok`` chain.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -315,8 +316,14 @@ class SlurmDryRun(Runner):
             from pipeline.extract import DEFAULT_MAX_TASKS, raw_entries
 
             download = self.output_dir(source, "download")
-            n = len(raw_entries(download)) if is_complete(download) else len(self.manifest.sources[source].inputs)
-            return max(1, min(n, DEFAULT_MAX_TASKS))
+            cap = int(params.get("tasks", DEFAULT_MAX_TASKS))
+            if is_complete(download):
+                return max(1, min(len(raw_entries(download)), cap))
+            inputs = self.manifest.sources[source].inputs
+            if all(isinstance(i, str) and "://" not in i for i in inputs):  # local globs: count the files
+                root = self.manifest.path.parent
+                return max(1, min(sum(len(glob.glob(str(root / i))) for i in inputs), cap))
+            return cap  # remote lists expand to many files at download time
         return previous_tasks or 1
 
     def run(self) -> None:
