@@ -20,12 +20,17 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def train_supervised(model_path: str | Path, **kwargs: Any) -> None:
+def train_supervised(model_path: str | Path, timeout: float = 1800, **kwargs: Any) -> None:
     """``fasttext.train_supervised(**kwargs)`` in a child process, saved to ``model_path`` atomically."""
     model_path = Path(model_path)
     tmp = model_path.with_name(f".{model_path.name}.{os.getpid()}.tmp")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "filters.fasttext_train", str(tmp), json.dumps(kwargs)], env=env, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "filters.fasttext_train", str(tmp), json.dumps(kwargs)]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"fastText training did not finish in {timeout:.0f}s (killed); rerun to retry") from None
     if done.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
