@@ -114,6 +114,9 @@ def train_sentencepiece(text_file: Path, model_path: Path, vocab_size: int, max_
         num_threads=1,
         minloglevel=2,
     )
+    from pipeline.tokenize import strip_build_paths
+
+    strip_build_paths(Path(f"{prefix}.model"))  # same text, same bytes, whatever the output folder
     os.replace(f"{prefix}.model", model_path)
     Path(f"{prefix}.vocab").unlink(missing_ok=True)
 

@@ -134,7 +134,7 @@ class TokenizerStage(ModelStage):
             minloglevel=2,
             **settings,
         )
-        _strip_build_paths(Path(f"{prefix}.model"))
+        strip_build_paths(Path(f"{prefix}.model"))
         os.replace(f"{prefix}.model", out / TOKENIZER_FILE)
         os.replace(f"{prefix}.vocab", out / "tokenizer.vocab")
         sp = spm.SentencePieceProcessor(model_file=str(out / TOKENIZER_FILE))
@@ -150,7 +150,7 @@ class TokenizerStage(ModelStage):
         return summary
 
 
-def _strip_build_paths(model_file: Path) -> None:
+def strip_build_paths(model_file: Path) -> None:
     """The model records where it was trained (trainer_spec.model_prefix) and with how many threads;
     drop both so the same text gives the same bytes in any output folder on any machine."""
     from sentencepiece import sentencepiece_model_pb2
