@@ -43,7 +43,7 @@ corpus: setup
 	$(PY) -m pipeline run --profile $(PROFILE)
 
 train: corpus
-	$(PY) -m train --config $(TRAIN_CONFIG)
+	$(PY) -m train --config $(TRAIN_CONFIG) --resume
 
 report: setup
 	$(PY) -m pipeline report $(OUT)
