@@ -90,13 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"cannot load tokenizer {args.tokenizer}: {str(e).splitlines()[0]}") from None
         if sp.vocab_size() > cfg.vocab_size:
             raise ValueError(f"tokenizer has {sp.vocab_size()} pieces but the model only {cfg.vocab_size}")
-        prompt = ([sp.bos_id()] if sp.bos_id() >= 0 else []) + sp.EncodeAsIds(args.prompt)
+        # token shards separate documents with EOS (no BOS), so a new document starts after an EOS
+        start = sp.eos_id() if sp.eos_id() >= 0 else sp.bos_id()
+        prompt = ([start] if start >= 0 else []) + sp.EncodeAsIds(args.prompt)
         new = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_p,
                        eos_id=sp.eos_id() if sp.eos_id() >= 0 else None, seed=args.seed)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(args.prompt + sp.DecodeIds([t for t in new if t < sp.vocab_size()]))
+    # decode prompt and continuation together: decoding the new ids alone would drop the space between them
+    print(sp.DecodeIds([t for t in prompt[1:] + list(new) if t < sp.vocab_size()]))
     return 0
 
 
