@@ -2,35 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from train.checkpoint import complete_checkpoints
 from train.metrics import read_metrics
-from train_support import REPO, child_env, make_corpus, run_train, tiny_config, write_config
+from train_support import (last_logged_step, make_corpus, run_train, sigkill_at_step, tiny_config,
+                           write_config)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def _last_step(path):
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError):
-            continue
-    return 0
 
 
 @pytest.mark.slow
@@ -42,15 +27,9 @@ def test_sigkill_then_resume_is_bit_exact(corpus, tmp_path):
 
     run = tmp_path / "killed"
     config = write_config(tiny_config(corpus, run, **kw), tmp_path / "killed.yaml")
-    child = subprocess.Popen([sys.executable, "-m", "train", "--config", str(config)], cwd=REPO,
-                             env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while _last_step(run / "metrics.jsonl") < 45 and child.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    child = sigkill_at_step([sys.executable, "-m", "train", "--config", str(config)], run, 45)
     assert child.returncode == -signal.SIGKILL
-    killed_at = _last_step(run / "metrics.jsonl")
+    killed_at = last_logged_step(run / "metrics.jsonl")
     assert not (run / "summary.json").exists() and 45 <= killed_at < 150
     assert complete_checkpoints(run), "the kill came before the first checkpoint"
 

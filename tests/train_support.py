@@ -1,9 +1,13 @@
 """Shared helpers for the train/ tests: a real tokenizer + format-exact shards, tiny run configs."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -46,11 +50,57 @@ def child_env() -> dict:
     return env
 
 
-def run_train(config: Path, *extra: str, nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
-    """`python -m train` (or torchrun with nproc processes) as a real subprocess."""
+def train_cmd(config: Path, *extra: str, nproc: int = 1) -> list[str]:
+    """`python -m train`, or `python -m train.launch` (-> torchrun --standalone) for nproc processes."""
     if nproc == 1:
-        cmd = [sys.executable, "-m", "train", "--config", str(config), *extra]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "train", "--config", str(config), *extra]
-    return subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout)
+        return [sys.executable, "-m", "train", "--config", str(config), *extra]
+    return [sys.executable, "-m", "train.launch", "--nodes", "1", "--gpus-per-node", str(nproc), "--",
+            "--config", str(config), *extra]
+
+
+def run_train(config: Path, *extra: str, nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The training command as a real subprocess."""
+    return subprocess.run(train_cmd(config, *extra, nproc=nproc), cwd=REPO, env=child_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def last_logged_step(metrics: Path) -> int:
+    """Step of the last complete line of a metrics.jsonl being written (0 before the first)."""
+    try:
+        lines = metrics.read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError):
+            continue
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of pid, recursively (deepest first), from /proc."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids = [int(k) for k in children.read_text().split()]
+        except OSError:  # the thread or process is gone
+            continue
+        for kid in kids:
+            found += _descendants(kid) + [kid]
+    return found
+
+
+def sigkill_at_step(cmd: list[str], run_dir: Path, step: int, timeout: float = 120) -> subprocess.Popen:
+    """Start a training command, SIGKILL it and every process under it (torchrun workers run in their
+    own sessions) once metrics.jsonl reaches `step`; returns the reaped launcher process."""
+    child = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while last_logged_step(run_dir / "metrics.jsonl") < step and child.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    if child.poll() is None:  # (a run that already ended is left alone: its exit status tells)
+        for pid in [*_descendants(child.pid), child.pid]:  # workers first: no agent left to react to their death
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    child.wait()
+    return child
