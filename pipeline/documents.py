@@ -94,11 +94,11 @@ class ParquetShardReader(PipelineStep):
     name = "📖 llamix parquet reader"
     type = "📖 - READER"
 
-    def __init__(self, files: Iterable[str | Path], account_dir: str | Path | None = None, progress: str | None = None):
+    def __init__(self, files: Iterable[str | Path], account_dir: str | Path | None = None, metadata: bool = True):
         super().__init__()
         self.files = [str(f) for f in files]
         self.account_dir = str(account_dir) if account_dir else None
-        self.progress = progress
+        self.metadata = metadata
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
@@ -109,11 +109,11 @@ class ParquetShardReader(PipelineStep):
             for batch in pf.iter_batches(batch_size=1024):
                 bytes_in += _utf8_bytes(batch.column("text"))
                 rows = batch.to_pydict()
+                docs_in += batch.num_rows
+                self.stat_update("documents", value=batch.num_rows)
                 for i in range(batch.num_rows):
-                    meta = json.loads(rows["metadata"][i] or "{}")
+                    meta = json.loads(rows["metadata"][i] or "{}") if self.metadata else {}
                     meta["source"] = rows["source"][i]
-                    docs_in += 1
-                    self.stat_update("documents")
                     yield Document(text=rows["text"][i], id=rows["id"][i], metadata=meta)
         if self.account_dir:
             accounting.write_task_record(self.account_dir, "in", rank, {"docs_in": docs_in, "bytes_in": bytes_in})

@@ -65,9 +65,10 @@ class StageIO:
         return read_documents(self.input_dir)
 
     # ---- building blocks for passes -------------------------------------------------------
-    def reader(self, account: bool = False) -> ParquetShardReader:
-        """A reader over the input shards; ``account=True`` in the pass that writes the output."""
-        return ParquetShardReader(self.input_files, account_dir=self.account_dir if account else None)
+    def reader(self, account: bool = False, metadata: bool = True) -> ParquetShardReader:
+        """A reader over the input shards; ``account=True`` in the pass that writes the output;
+        ``metadata=False`` skips decoding the metadata JSON (for steps that only need text)."""
+        return ParquetShardReader(self.input_files, account_dir=self.account_dir if account else None, metadata=metadata)
 
     def writer(self, output_dir: Path | None = None) -> ParquetShardWriter:
         return ParquetShardWriter(output_dir or self.output_dir, account_dir=self.account_dir, stage=self.stage)
