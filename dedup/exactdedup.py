@@ -21,10 +21,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import xxhash
 from datatrove.data import DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
 from numpy.lib.recfunctions import repack_fields
 
-from dedup.steps import CollectStep, DecideStep
+from dedup.steps import CollectStep, DecideStep, PartitionStep
 from dedup.workfiles import first_occurrence, gather_rank, int_param, read_partition, split_by_rank, write_partitioned
 from pipeline.documents import exclude, is_excluded
 from pipeline.stages import Stage, StageIO
@@ -64,14 +63,8 @@ class FileHasher(CollectStep):
         return n
 
 
-class FirstCopy(PipelineStep):
+class FirstCopy(PartitionStep):
     name = "🥇 llamix first file copy"
-    type = "🫂 - DEDUP"
-
-    def __init__(self, work_dir, ranks: int):
-        super().__init__()
-        self.work_dir = str(work_dir)
-        self.ranks = ranks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         root = Path(self.work_dir)

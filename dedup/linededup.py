@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.recfunctions import repack_fields
 from datatrove.data import DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
 
 from dedup.hashing import line_hasher, normalize_line
-from dedup.steps import CollectStep, DecideStep
+from dedup.steps import CollectStep, DecideStep, PartitionStep
 from dedup.workfiles import (atomic_save, first_occurrence, gather_rank, int_param, read_partition,
                              split_by_rank, write_partitioned)
 from pipeline.documents import exclude, is_excluded
@@ -66,16 +65,10 @@ class LineHasher(CollectStep):
         return n
 
 
-class FirstOccurrence(PipelineStep):
+class FirstOccurrence(PartitionStep):
     """One partition: which of its lines are repeats of an earlier line."""
 
     name = "🥇 llamix first line occurrence"
-    type = "🫂 - DEDUP"
-
-    def __init__(self, work_dir, ranks: int):
-        super().__init__()
-        self.work_dir = str(work_dir)
-        self.ranks = ranks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         root = Path(self.work_dir)

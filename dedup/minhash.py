@@ -30,7 +30,7 @@ from loguru import logger
 
 from dedup.lsh import EDGE, components, doc_key, merge_runs, sorted_buckets, split_key, star_edges
 from dedup.signatures import EMPTY, MinHasher, band_hashes, lsh_threshold, p_candidate
-from dedup.steps import CollectStep, DecideStep
+from dedup.steps import CollectStep, DecideStep, PartitionStep
 from dedup.workfiles import atomic_json, atomic_parquet, atomic_save, fraction_param, int_param, load
 from pipeline.documents import exclude, is_excluded
 from pipeline.stages import Stage, StageIO
@@ -73,16 +73,10 @@ class SignatureWriter(CollectStep):
         return n
 
 
-class BucketMerger(PipelineStep):
+class BucketMerger(PartitionStep):
     """One band: candidate pairs = documents sharing the band's hash."""
 
     name = "🪣 llamix minhash buckets"
-    type = "🫂 - DEDUP"
-
-    def __init__(self, work_dir, ranks: int):
-        super().__init__()
-        self.work_dir = str(work_dir)
-        self.ranks = ranks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         paths = [bucket_path(self.work_dir, rank, r) for r in range(self.ranks)]

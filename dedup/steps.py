@@ -1,7 +1,8 @@
-"""The two shapes of step every dedup stage is made of.
+"""The three shapes of step every dedup stage is made of.
 
 ``CollectStep`` (scan passes): consumes the task's documents in input order and writes that task's
-work files; it yields nothing (the scan pass has no writer). ``DecideStep`` (the final pass, between
+work files; it yields nothing (the scan pass has no writer). ``PartitionStep`` (middle passes): one task
+per hash partition/band reads what all ``ranks`` scan tasks wrote for it, takes no documents. ``DecideStep`` (the final pass, between
 ``io.reader(account=True)`` and ``io.writer()``): walks the same documents in the same order, applies
 the decisions an earlier pass wrote for this rank, and yields every document (excluded ones marked).
 Both count documents, and the final step refuses to run if the input changed since the scan.
@@ -38,6 +39,15 @@ class CollectStep(PipelineStep):
         atomic_json(count_path(self.work_dir, rank), {"documents": n})
         return
         yield
+
+
+class PartitionStep(PipelineStep):
+    type = "🫂 - DEDUP"
+
+    def __init__(self, work_dir: str | Path, ranks: int):
+        super().__init__()
+        self.work_dir = str(work_dir)
+        self.ranks = ranks
 
 
 class DecideStep(PipelineStep):
