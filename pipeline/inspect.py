@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parquet_files(path: Path, excluded: bool) -> list[Path]:
     if path.is_file():
         return [path]
-    folder = path / EXCLUDED_DIR if excluded else path
+    folder = path / EXCLUDED_DIR if excluded and path.name != EXCLUDED_DIR else path  # excluded/ given directly
     return list_shards(folder) if folder.is_dir() else []
 
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{path}: not a .parquet or .ds file")
         files = parquet_files(path, args.excluded or args.reason is not None)
         if not files:
-            where = path / EXCLUDED_DIR if (args.excluded or args.reason) else path
+            where = path / EXCLUDED_DIR if (args.excluded or args.reason) and path.name != EXCLUDED_DIR else path
             raise FileNotFoundError(f"{where}: no .parquet shards")
         docs = iter_parquet(files, args.source, args.reason, ids)
     shown = 0
