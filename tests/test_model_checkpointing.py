@@ -9,12 +9,7 @@ from model.config import get_config
 from model.llama import Llama
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # other jobs share the 2 cores; oversubscribed intra-op threads run ~10x slower
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class OpCounter(TorchDispatchMode):

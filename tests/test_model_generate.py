@@ -10,12 +10,7 @@ from model.llama import Llama
 VOCAB = 300
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # other jobs share the 2 cores; oversubscribed intra-op threads run ~10x slower
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def model_with(kv_heads=None) -> Llama:

@@ -10,12 +10,7 @@ from model.rope import apply_rotary, apply_rotary_real, rope_tables
 VOCAB = 256
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # other jobs share the 2 cores; oversubscribed intra-op threads run ~10x slower
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> Llama:
