@@ -55,10 +55,10 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 sweep: corpus
-	$(PY) -m train.sweep --config train/configs/sweep.yaml
+	$(PY) -m scaling.sweep --config train/configs/sweep.yaml
 
 drill: setup
-	$(PY) -m pipeline.drill
+	$(PY) -m ops.drill
 
 bench: setup
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -1,4 +1,4 @@
-"""Throughput of pipeline.download against the raw library calls it wraps, measured in the same run.
+"""Throughput of ingest.download against the raw library calls it wraps, measured in the same run.
 
 Why: the download stage adds a .part file, a sha256 pass, a sidecar and a progress bar on top of a
 plain urllib read / file copy; this shows what that costs. A separate `python -m http.server` process
@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.download import DownloadItem, download_all  # noqa: E402
+from ingest.download import DownloadItem, download_all  # noqa: E402
 
 
 def _free_port() -> int:

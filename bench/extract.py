@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.extract import load_extractor, raw_entries  # noqa: E402
+from ingest.extract import load_extractor, raw_entries  # noqa: E402
 
 SAMPLE = REPO / "data/sample"
 

@@ -64,7 +64,7 @@ def book_docs(n: int, size: int = 1000) -> list[Document]:
 def wiki_docs(n: int, size: int = 1000) -> list[Document]:
     """~``size``-character pieces of the sample's English Wikipedia as the pipeline extracts it
     (accents, dashes, curly quotes: the normaliser's Unicode path), cycled up to ``n``."""
-    from pipeline.extract import load_extractor
+    from ingest.extract import load_extractor
 
     extractor = load_extractor("wikipedia", {})
     pieces = []

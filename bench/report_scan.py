@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.documents import ParquetShardWriter  # noqa: E402
-from pipeline.report_scan import FolderScanner  # noqa: E402
+from report.scan import FolderScanner  # noqa: E402
 
 
 def make_folder(root: Path, n_docs: int, shards: int = 4) -> Path:

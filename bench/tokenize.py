@@ -43,7 +43,7 @@ if __name__ != "tokenize":  # the benchmark itself (skipped when standing in for
     from pipeline.executors import make_executor
     from pipeline.stages import StageIO
     from pipeline.standalone import run_standalone
-    from pipeline.tokenize import TokenizerStage
+    from tokenizer.stages import TokenizerStage
 
 
     def real_documents(copies: int) -> list[Document]:

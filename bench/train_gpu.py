@@ -22,7 +22,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from model.checkpointing import apply_activation_checkpointing  # noqa: E402
+from model.recompute import apply_activation_checkpointing  # noqa: E402
 from model.config import get_config  # noqa: E402
 from model.llama import Llama  # noqa: E402
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint_io import CheckpointError, atomic_dir, load_model
+from model.weights import CheckpointError, atomic_dir, load_model
 from model.config import ModelConfig
 
 _LAYER_KEYS = {

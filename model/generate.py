@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import sentencepiece as spm
 
-    from model.checkpoint_io import CheckpointError, load_model
+    from model.weights import CheckpointError, load_model
 
     try:
         model, cfg = load_model(args.checkpoint, device=args.device)

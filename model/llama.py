@@ -2,7 +2,7 @@
 
 Kept deliberately flat (nanoGPT style) so it reads top to bottom. Blocks live in `self.layers` so a
 data-parallel wrapper (FSDP2 `fully_shard`) can shard them one by one, and activation checkpointing is
-attached from outside (`model/checkpointing.py`) through `TransformerBlock.checkpoint_fn` so that the
+attached from outside (`model/recompute.py`) through `TransformerBlock.checkpoint_fn` so that the
 parameter names, and hence checkpoints, never change.
 """
 
@@ -84,7 +84,7 @@ class TransformerBlock(nn.Module):
         self.attention = Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg.dim, cfg.hidden_dim)
-        # Set by model.checkpointing.apply_activation_checkpointing: fn(block_forward, *args) -> output.
+        # Set by model.recompute.apply_activation_checkpointing: fn(block_forward, *args) -> output.
         self.checkpoint_fn = None
 
     def _forward(self, x, cos, sin, cache=None, start_pos=0):

@@ -30,7 +30,7 @@ def _cmd_run(args) -> int:
     sources = [s for s in args.sources.split(",") if s] if args.sources else None
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
     if kind == "slurm" and args.dry_run:  # nothing runs, so later stages' task counts are estimated
-        from pipeline.executors_cluster import SlurmDryRun
+        from pipeline.executors.cluster import SlurmDryRun
 
         SlurmDryRun(manifest, executor, sources=sources, stages=stages).run()
         return 0
@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_stage)
 
     for name, module, help_ in (
-        ("report", "pipeline.report", "write out/<profile>/report/index.html and print a summary"),
-        ("inspect", "pipeline.inspect", "print documents from a stage folder or a token shard"),
-        ("plan", "pipeline.plan", "size a profile: tasks, disk, memory, core-hours per stage"),
+        ("report", "report.build", "write out/<profile>/report/index.html and print a summary"),
+        ("inspect", "report.inspect", "print documents from a stage folder or a token shard"),
+        ("plan", "ops.sizing", "size a profile: tasks, disk, memory, core-hours per stage"),
     ):
         c = sub.add_parser(name, help=help_, add_help=False)
         c.add_argument("rest", nargs=argparse.REMAINDER)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 
 STAGES: dict[str, str] = {
-    "download": "pipeline.download_stage:DownloadStage",
-    "extract": "pipeline.extract:ExtractStage",
+    "download": "ingest.download_stage:DownloadStage",
+    "extract": "ingest.extract:ExtractStage",
     "linededup": "dedup.linededup:LineDedupStage",
     "langid": "filters.langid:LangIdStage",
     "perplexity": "filters.perplexity:PerplexityStage",
@@ -20,11 +20,11 @@ STAGES: dict[str, str] = {
     "minhash": "dedup.minhash:MinhashStage",
     "bookdedup": "dedup.bookdedup:BookDedupStage",
     "exactdedup": "dedup.exactdedup:ExactDedupStage",
-    "tokenize": "pipeline.tokenize:TokenizeStage",
+    "tokenize": "tokenizer.stages:TokenizeStage",
     # model stages: build an artefact once for the whole profile
     "lm": "filters.perplexity:LMStage",
     "wikiref_train": "filters.wikiref:WikirefTrainStage",
-    "tokenizer": "pipeline.tokenize:TokenizerStage",
+    "tokenizer": "tokenizer.stages:TokenizerStage",
 }
 
 MODEL_STAGES = frozenset({"lm", "wikiref_train", "tokenizer"})

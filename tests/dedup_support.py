@@ -20,7 +20,7 @@ def extracted(source: str, pattern: str = "*", params: dict | None = None) -> li
     """Kept documents of data/sample/<source>, extracted with the project's own extractor."""
     import importlib
 
-    make = importlib.import_module(f"pipeline.sources.{source}").make_extractor
+    make = importlib.import_module(f"ingest.{source}").make_extractor
     extractor = make(dict(params or {}))
     docs = []
     for path in sorted((SAMPLE / source).glob(pattern)):

@@ -1,4 +1,4 @@
-"""pipeline.download against a real HTTP server on 127.0.0.1 (http.server in a thread, real bytes).
+"""ingest.download against a real HTTP server on 127.0.0.1 (http.server in a thread, real bytes).
 
 The server misbehaves on request: drops the connection half-way, ignores Range, answers 404/503,
 serves bytes that do not match the manifest's sha256, holds requests to measure concurrency.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import download
-from pipeline.download import DownloadError, DownloadItem, download_all, expand_items, summarize
+from ingest import download
+from ingest.download import DownloadError, DownloadItem, download_all, expand_items, summarize
 
 BODY = os.urandom(300_000)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -183,7 +183,7 @@ def test_process_killed_mid_transfer_resumes_on_rerun(server, tmp_path):
     server.files["/slow.bin"] = BODY
     server.rules["/slow.bin"] = "trickle"
     item = DownloadItem(f"{server.url}/slow.bin", SHA)
-    code = ("import sys; from pathlib import Path; from pipeline.download import DownloadItem, download_all; "
+    code = ("import sys; from pathlib import Path; from ingest.download import DownloadItem, download_all; "
             f"download_all([DownloadItem({item.url!r}, {SHA!r})], Path(sys.argv[1]), progress=False)")
     repo = Path(__file__).resolve().parent.parent
     child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=repo,

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_short_drill_survives_kills_and_a_full_disk(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "pipeline.drill", "--short", "--seed", "7", "--out", str(tmp_path)],
+    p = subprocess.run([sys.executable, "-m", "ops.drill", "--short", "--seed", "7", "--out", str(tmp_path)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     report = json.loads((tmp_path / "drill.json").read_text())
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]

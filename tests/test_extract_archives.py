@@ -1,4 +1,4 @@
-"""Hostile-archive behaviour of pipeline.sources.archives: nothing is extracted, every member is
+"""Hostile-archive behaviour of ingest.archives: nothing is extracted, every member is
 accounted for, and bad input becomes a stable reason instead of an exception."""
 
 import io
@@ -9,8 +9,8 @@ import zipfile
 import py7zr
 import pytest
 
-from pipeline.sources.archives import ArchiveLimits, archive_stem, iter_archive, safe_member_name
-from pipeline.sources.safeio import SafeIOError
+from ingest.archives import ArchiveLimits, archive_stem, iter_archive, safe_member_name
+from ingest.safeio import SafeIOError
 
 SMALL = ArchiveLimits(max_member_bytes=1000, max_total_bytes=100_000)
 

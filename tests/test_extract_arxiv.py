@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from pipeline.sources.arxiv import collect_macros, expand_macros, make_extractor, remove_comments
+from ingest.arxiv import collect_macros, expand_macros, make_extractor, remove_comments
 
 SAMPLE = pathlib.Path(__file__).resolve().parent.parent / "data" / "sample" / "arxiv"
 needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason="data/sample/arxiv not present")
@@ -217,7 +217,7 @@ def test_any_tex_soup_gives_one_accounted_document():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from pipeline.sources.arxiv import Paper
+    from ingest.arxiv import Paper
 
     pieces = st.sampled_from(["{", "}", "[", "]", "#1", "#", "%", "\\%", "\\\\", "\\verb|", "|", "\n", " ", "x",
                               "\\newcommand{\\a}[1][d]{<#1>}", "\\def\\b#1{\\a{#1}}", "\\a", "\\b", "\\section{S}",

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from pipeline.sources.books import BooksExtractor, make_extractor
+from ingest.books import BooksExtractor, make_extractor
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "books"
 BODY = "CHAPTER I\n\nIt was a bright cold day in April.\n\nThe end."

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from pipeline.sources.c4 import C4Extractor, make_extractor
+from ingest.c4 import C4Extractor, make_extractor
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "c4"
 

@@ -11,7 +11,7 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.sources.commoncrawl import CommonCrawlExtractor, make_extractor
+from ingest.commoncrawl import CommonCrawlExtractor, make_extractor
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "commoncrawl"
 ARTICLE = (

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from pipeline.sources.github import detect_licence, make_extractor, strip_licence_header
+from ingest.github import detect_licence, make_extractor, strip_licence_header
 
 SAMPLE = pathlib.Path(__file__).resolve().parent.parent / "data" / "sample" / "github"
 MIT = (SAMPLE / "six" / "LICENSE").read_text() if (SAMPLE / "six" / "LICENSE").exists() else None
@@ -214,7 +214,7 @@ def test_params_and_symlinked_entries(tmp_path):
     repo = _write_repo(tmp_path / "r", MIT_TEXT, {"a.py": b"x = 1\n"})
     os.symlink(repo, tmp_path / "alias")
     assert make_extractor({}).accepts(repo) and not make_extractor({}).accepts(tmp_path / "alias")
-    from pipeline.sources.github import bench_github
+    from ingest.github import bench_github
 
     assert bench_github(repo) == (2, len(MIT_TEXT) + 6)
 

@@ -1,4 +1,4 @@
-"""Hostile-input behaviour of pipeline.sources.safeio (streams, caps, decoding)."""
+"""Hostile-input behaviour of ingest.safeio (streams, caps, decoding)."""
 
 import bz2
 import gzip
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from pipeline.sources import safeio
+from ingest import safeio
 
 PAYLOAD = os.urandom(40_000).hex().encode() + b"\nsecond line\n"
 

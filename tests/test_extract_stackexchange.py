@@ -9,7 +9,7 @@ import zlib
 import py7zr
 import pytest
 
-from pipeline.sources.stackexchange import LARGEST_SITES, make_extractor, site_name
+from ingest.stackexchange import LARGEST_SITES, make_extractor, site_name
 
 SAMPLE = pathlib.Path(__file__).resolve().parent.parent / "data" / "sample" / "stackexchange"
 needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason="data/sample/stackexchange not present")

@@ -9,8 +9,8 @@ import pathlib
 import mwparserfromhell
 import pytest
 
-from pipeline.sources import safeio
-from pipeline.sources.wikipedia import (
+from ingest import safeio
+from ingest.wikipedia import (
     DumpReader,
     WikipediaExtractor,
     is_disambiguation,

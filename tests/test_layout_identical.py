@@ -21,7 +21,7 @@ DIGEST = REPO / "tests" / "data" / "sample_corpus_digest.json"
 @pytest.mark.slow
 def test_sample_corpus_matches_recorded_digest(tmp_path):
     from filters.lid_model import LidModelMissing, lid_model_path
-    from pipeline.drill import compare_fingerprints, corpus_fingerprint, drill_manifest
+    from ops.drill import compare_fingerprints, corpus_fingerprint, drill_manifest
 
     try:
         lid_model_path()

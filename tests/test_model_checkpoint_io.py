@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from model.checkpoint_io import CheckpointError, load_model, save_model
+from model.weights import CheckpointError, load_model, save_model
 from model.config import get_config
 from model.llama import Llama
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from model.checkpointing import apply_activation_checkpointing
+from model.recompute import apply_activation_checkpointing
 from model.config import get_config
 from model.llama import Llama
 

@@ -5,7 +5,7 @@ needs no C++ code generation; the GPU bench (bench/train_gpu.py) compiles the sa
 import pytest
 import torch
 
-from model.checkpointing import apply_activation_checkpointing
+from model.recompute import apply_activation_checkpointing
 from model.config import get_config
 from model.llama import Llama
 

@@ -12,7 +12,7 @@ import sentencepiece as spm
 import torch
 
 from model import export_hf, generate
-from model.checkpoint_io import save_model
+from model.weights import save_model
 from model.config import get_config
 from model.export_hf import interleaved_to_half
 from model.llama import Llama

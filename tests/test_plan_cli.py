@@ -1,4 +1,4 @@
-"""`python -m train.plan`: the printed comparison, the architecture chooser and the written config
+"""`python -m scaling.plan`: the printed comparison, the architecture chooser and the written config
 (which the trainer's own config loader and model must accept)."""
 
 import math
@@ -11,8 +11,8 @@ import yaml
 
 from model.config import get_config
 from train.config import load_config
-from train.plan import main
-from train.plan_shape import param_count, shape_for_params
+from scaling.plan import main
+from scaling.shape import param_count, shape_for_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_cli_prints_both_picks_and_writes_a_config_the_trainer_accepts(tmp_path,
 
 def test_cli_subprocess_evaluate_and_one_line_errors(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "train.plan", *args], cwd=ROOT, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "scaling.plan", *args], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
 
     ok = run("--evaluate", "6.7e9:1e12", "--law", "besiroglu")

@@ -1,4 +1,4 @@
-"""train.sweep end to end: real `python -m train` runs on a real (synthetic-text) token corpus, the fit,
+"""scaling.sweep end to end: real `python -m train` runs on a real (synthetic-text) token corpus, the fit,
 scaling.json and the PNG; a bad size is excluded with its reason; a second invocation reuses every run."""
 
 import json
@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from tests.train_support import make_corpus, tiny_config
-from train.scaling import load_law
-from train.sweep import SweepError, load_sweep_config, main, plan_runs
+from scaling.laws import load_law
+from scaling.sweep import SweepError, load_sweep_config, main, plan_runs
 
 
 @pytest.mark.slow

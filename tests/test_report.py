@@ -15,7 +15,7 @@ def test_report_over_run_with_an_empty_source_renders(tmp_path, capsys):
     root = tmp_path / "sample"
     write_stage(root, "extract", "books", [])
     write_stage(root, "extract", "github", [Document(text="print('hi')\n", id="r/a.py", metadata={"source": "github", "size": 12})])
-    from pipeline import report
+    from report import build as report
 
     assert report.main([str(root)]) == 0
     page = (root / "report" / "index.html").read_text()
@@ -35,7 +35,7 @@ def test_damaged_inputs_are_named_not_fatal(tmp_path, capsys):
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "loss": 4.0}\n{"step": 3, "lo')
     (run_dir / "summary.json").write_text("{not json")
-    from pipeline import report
+    from report import build as report
 
     assert report.main([str(root)]) == 0
     err = capsys.readouterr().err
@@ -59,7 +59,7 @@ def test_report_errors_are_one_line(tmp_path):
 
 
 def test_limit_lines_come_from_the_stage_parameter_that_bounds_the_signal():
-    from pipeline.report import _limit_param
+    from report.build import _limit_param
 
     params = {"max_line_length": 1000, "max_mean_line_length": 100, "min_alnum_fraction": 0.25, "enabled": True}
     assert _limit_param("code_max_line_length", params) == "max_line_length"
@@ -69,8 +69,8 @@ def test_limit_lines_come_from_the_stage_parameter_that_bounds_the_signal():
 
 
 def test_perplexity_cutoffs_are_drawn_from_the_stage_summary(tmp_path):
-    from pipeline.report import RunData, _lines_for
-    from pipeline.report_scan import FolderScan
+    from report.build import RunData, _lines_for
+    from report.scan import FolderScan
 
     folder = tmp_path / "perplexity" / "commoncrawl"
     folder.mkdir(parents=True)
@@ -83,7 +83,7 @@ def test_perplexity_cutoffs_are_drawn_from_the_stage_summary(tmp_path):
 def test_plots_take_any_metadata_text_literally():
     import base64
 
-    from pipeline import report_plots as plots
+    from report import plots
 
     uris = [
         # balanced dollars around invalid math make matplotlib's mathtext raise unless taken literally
@@ -101,7 +101,7 @@ def test_sampled_scans_are_labelled_on_the_page(tmp_path):
     docs += [Document(text="x", id=f"x{i}", metadata={"source": "c4", "language_score": 0.1, "reason": "langid:low_score",
                                                       "excluded_by": "langid"}) for i in range(30)]
     write_stage(root, "langid", "c4", docs)
-    from pipeline import report
+    from report import build as report
 
     assert report.main([str(root), "--max-rows", "20", "--samples", "2"]) == 0
     page = (root / "report" / "index.html").read_text()

@@ -111,7 +111,7 @@ def run(tmp_path_factory) -> dict:
 
     from pipeline.executors import make_executor
     from pipeline.stages import StageIO
-    from pipeline.tokenize import TokenizerStage
+    from tokenizer.stages import TokenizerStage
 
     m = load(manifest, check_paths=False)
     io = StageIO("tokenizer", "*", {}, None, root / "tokenizer", root / ".work" / "tokenizer", root,
@@ -249,7 +249,7 @@ def _inspect(*args: str) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    from pipeline import inspect
+    from report import inspect
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -311,7 +311,7 @@ def test_inspect_decodes_token_shards(run, tmp_path):
 
 
 def test_scans_are_bounded_and_say_so(run):
-    from pipeline.report_scan import FolderScanner
+    from report.scan import FolderScanner
 
     folder = run["root"] / "extract" / "stackexchange"
     full = FolderScanner(max_rows=None).scan("extract", "stackexchange", folder)

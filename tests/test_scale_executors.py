@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.drill import compare_fingerprints, corpus_fingerprint, drill_manifest
+from ops.drill import compare_fingerprints, corpus_fingerprint, drill_manifest
 from pipeline.executors import make_executor
-from pipeline.executors_cluster import split_name, stage_resources
+from pipeline.executors.cluster import split_name, stage_resources
 from pipeline.manifest import load
 from pipeline.runner import Runner
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import plan as P
+from ops import sizing as P
 from pipeline.manifest import load, parse
-from pipeline.drill import drill_manifest
+from ops.drill import drill_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from pipeline.documents import ParquetShardWriter
 from pipeline.executors import make_executor
 from pipeline.stages import StageIO
 from pipeline.standalone import run_standalone
-from pipeline.tokenize import TokenizerStage, read_shard, sha256_file
+from tokenizer.stages import TokenizerStage, read_shard, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 BOOKS = sorted((REPO / "data/sample/books").glob("*.txt"))

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from model.checkpoint_io import load_model
+from model.weights import load_model
 from train.checkpoint import complete_checkpoints
 from train.config import ConfigError, config_from_dict
 from train.eval import main as eval_main

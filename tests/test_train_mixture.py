@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from train.mixture import MixtureExhausted, MixtureLoader, draw_uniform, read_mixture
-from train.shards import ShardError, TokenStream, open_shard, write_shard
+from tokenizer.shards import ShardError, TokenStream, open_shard, write_shard
 
 VOCAB = 1000
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.drill import compare_fingerprints, corpus_fingerprint  # noqa: E402
+from ops.drill import compare_fingerprints, corpus_fingerprint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Training checkpoints: everything needed to continue a run bit-for-bit, written atomically.
 
 Layout of `<run>/checkpoints/step_NNNNNNN/`:
-  model/            model.checkpoint_io directory (model.pt + config.json): usable by eval/export alone
+  model/            model.weights directory (model.pt + config.json): usable by eval/export alone
   train_state.pt    optimiser (FQN-keyed full state), step, scheduler (the LR is a pure function of
                     the step), loader state, RNG states (python, numpy, torch, cuda), counters
   train_config.json the run configuration, for humans and for `train.eval`
@@ -24,7 +24,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from model.checkpoint_io import save_model
+from model.weights import save_model
 from model.config import ModelConfig
 from train.parallel import Dist, barrier
 

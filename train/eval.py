@@ -19,7 +19,7 @@ import torch
 
 from train.mixture import SourceWindows, window_batches
 from train.parallel import Dist, all_reduce_sum
-from train.shards import ShardError, TokenStream, list_shards
+from tokenizer.shards import ShardError, TokenStream, list_shards
 
 
 @torch.no_grad()
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    from model.checkpoint_io import CheckpointError, load_model
+    from model.weights import CheckpointError, load_model
     try:
         model_dir, train_cfg = resolve_checkpoint(args.checkpoint)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

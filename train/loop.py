@@ -21,7 +21,7 @@ try:  # progress bar when available; the loop does not depend on it
 except ImportError:  # pragma: no cover
     tqdm = None
 
-from model.checkpointing import apply_activation_checkpointing
+from model.recompute import apply_activation_checkpointing
 from model.config import ModelConfig, get_config
 from model.llama import Llama
 from train.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from train.shards import TokenStream
+from tokenizer.shards import TokenStream
 
 _MASK64 = (1 << 64) - 1
 

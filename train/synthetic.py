@@ -19,7 +19,7 @@ from pathlib import Path
 import sentencepiece as spm
 import yaml
 
-from train.shards import write_shard
+from tokenizer.shards import write_shard
 
 # LLaMA Table 1: sampling proportion (%) and epochs.
 LLAMA_MIXTURE = {

@@ -13,7 +13,7 @@ import pathlib
 from datatrove.data import Document
 from loguru import logger
 
-from pipeline.sources.safeio import DEFAULT_MAX_EXPANDED, DEFAULT_MAX_RECORD, reason_for
+from ingest.safeio import DEFAULT_MAX_EXPANDED, DEFAULT_MAX_RECORD, reason_for
 
 
 def kept(doc_id: str, text: str, **metadata) -> Document:

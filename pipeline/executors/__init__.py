@@ -133,11 +133,11 @@ def make_executor(kind: str = "local", workers: Any = "auto", **options: Any) ->
     if kind == "local":
         return LocalExecutor(workers)
     if kind == "ray":
-        from pipeline.executors_cluster import RayExecutor
+        from pipeline.executors.cluster import RayExecutor
 
         return RayExecutor(workers=workers, **options)
     if kind == "slurm":
-        from pipeline.executors_cluster import SlurmExecutor
+        from pipeline.executors.cluster import SlurmExecutor
 
         return SlurmExecutor(**options)
     raise ValueError(f"unknown executor {kind!r} (local, slurm, ray)")

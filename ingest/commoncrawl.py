@@ -23,8 +23,8 @@ from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
-from pipeline.sources import safeio
-from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
+from ingest import safeio
+from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "commoncrawl"
 SUFFIXES = (".warc", ".warc.gz", ".warc.zst", ".wet", ".wet.gz", ".wet.zst")  # not ARC: FastWARC reads WARC only
@@ -64,7 +64,7 @@ def decode_html(body: bytes, declared_charset: str | None) -> tuple[str, str, in
 
 
 class CommonCrawlExtractor(FileExtractor):
-    """Extractor (see pipeline/extract.py contract) for `*.warc[.gz]` and `*.wet[.gz]` files."""
+    """Extractor (see ingest/extract.py contract) for `*.warc[.gz]` and `*.wet[.gz]` files."""
 
     suffixes = SUFFIXES
 

@@ -36,9 +36,9 @@ from datatrove.data import Document
 from loguru import logger
 from resiliparse.extract.html2text import extract_plain_text
 
-from pipeline.sources.archives import ArchiveLimits, MemberError, archive_format, archive_stem, iter_archive
-from pipeline.sources.records import construct, excluded, kept, unreadable
-from pipeline.sources.safeio import DEFAULT_MAX_RECORD, SafeIOError, decode_utf8, iter_lines, open_path
+from ingest.archives import ArchiveLimits, MemberError, archive_format, archive_stem, iter_archive
+from ingest.records import construct, excluded, kept, unreadable
+from ingest.safeio import DEFAULT_MAX_RECORD, SafeIOError, decode_utf8, iter_lines, open_path
 
 SOURCE = "stackexchange"
 NEEDS_WORK_DIR = True  # the extract stage passes params["work_dir"] (a scratch folder in the output)

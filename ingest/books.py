@@ -16,8 +16,8 @@ from typing import Iterator
 
 from datatrove.data import Document
 
-from pipeline.sources import safeio
-from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
+from ingest import safeio
+from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "books"
 SUFFIXES = (".txt", ".txt.gz", ".txt.bz2", ".txt.xz", ".txt.zst")
@@ -99,7 +99,7 @@ def decode_book(data: bytes) -> tuple[str, int]:
 
 
 class BooksExtractor(FileExtractor):
-    """Extractor (see pipeline/extract.py contract) for Project Gutenberg `.txt` books."""
+    """Extractor (see ingest/extract.py contract) for Project Gutenberg `.txt` books."""
 
     suffixes = SUFFIXES
 

@@ -37,7 +37,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-from pipeline.sources.safeio import SafeIOError, TooLarge, open_path, open_stream, read_capped
+from ingest.safeio import SafeIOError, TooLarge, open_path, open_stream, read_capped
 
 DEFAULT_MAX_MEMBER_BYTES = 64 << 20
 DEFAULT_MAX_TOTAL_BYTES = 4 << 30

@@ -26,8 +26,8 @@ import mwparserfromhell
 from datatrove.data import Document
 from mwparserfromhell.nodes import ExternalLink, Heading, HTMLEntity, Node, Tag, Text, Wikilink
 
-from pipeline.sources import safeio
-from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
+from ingest import safeio
+from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "wikipedia"
 SUFFIXES = (".xml", ".xml.bz2", ".xml.gz", ".xml.xz", ".xml.zst")
@@ -263,7 +263,7 @@ class DumpReader:
 
 
 class WikipediaExtractor(FileExtractor):
-    """Extractor (see pipeline/extract.py contract) for MediaWiki XML dumps."""
+    """Extractor (see ingest/extract.py contract) for MediaWiki XML dumps."""
 
     suffixes = SUFFIXES
 

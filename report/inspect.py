@@ -81,7 +81,7 @@ def token_shards(path: Path) -> list[Path]:
 
 
 def iter_token_docs(shards: list[Path], sp, tokenizer: Path, source: str | None, ids: set[str] | None, warn) -> Iterator[dict[str, Any]]:
-    from pipeline.tokenize import read_shard, sha256_file
+    from tokenizer.stages import read_shard, sha256_file
 
     tok_sha = None
     for shard in shards:

@@ -27,12 +27,12 @@ from typing import Callable, Iterator
 
 from datatrove.data import Document
 
-from pipeline.sources.archives import (
+from ingest.archives import (
     DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_BYTES, ArchiveLimits, MemberError, archive_format, archive_stem,
     iter_archive,
 )
-from pipeline.sources.records import construct, excluded, kept, unreadable
-from pipeline.sources.safeio import (
+from ingest.records import construct, excluded, kept, unreadable
+from ingest.safeio import (
     SafeIOError, Unreadable, decode_utf8, iter_lines, open_path, read_capped, replace_surrogates,
 )
 

@@ -1,6 +1,6 @@
 """The ``download`` stage: the manifest's inputs for the profile -> ``out/<profile>/download/<source>/``.
 
-Manifest input entries, besides what ``pipeline.download.expand_items`` understands (URLs, local paths,
+Manifest input entries, besides what ``ingest.download.expand_items`` understands (URLs, local paths,
 globs, folders, ``{url: ...paths.gz, base_url, max_files}``), may be templates expanded here:
 ``{url_template: ".../{lang}wiki-...", lang_list: [..]}``, ``{url_template: ".../{site}.7z",
 site_list: largest28 | [..]}``, ``{url_template: "...{00000..01023}..."}`` (a numbered range) and
@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from pipeline import accounting
-from pipeline.download import DownloadItem, download_all, expand_items, summarize
+from ingest.download import DownloadItem, download_all, expand_items, summarize
 from pipeline.manifest import REPO_ROOT
 from pipeline.stages import Stage, StageIO
 
@@ -33,7 +33,7 @@ def _expand_template(entry: dict[str, Any]) -> list[Any]:
     if "site_list" in entry:
         sites = entry["site_list"]
         if sites == "largest28":
-            from pipeline.sources.stackexchange import LARGEST_SITES
+            from ingest.stackexchange import LARGEST_SITES
 
             sites = LARGEST_SITES
         # the dump ships Stack Overflow split by table; its questions and answers are in -Posts.7z

@@ -16,8 +16,8 @@ from typing import Iterator
 
 from datatrove.data import Document
 
-from pipeline.sources import safeio
-from pipeline.sources.records import FileExtractor, construct, excluded, kept, unreadable
+from ingest import safeio
+from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "c4"
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".json.zst", ".jsonl.zst")
@@ -31,7 +31,7 @@ def _file_stem(name: str) -> str:
 
 
 class C4Extractor(FileExtractor):
-    """Extractor (see pipeline/extract.py contract) for C4 JSON-lines files."""
+    """Extractor (see ingest/extract.py contract) for C4 JSON-lines files."""
 
     suffixes = SUFFIXES
 

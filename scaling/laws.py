@@ -1,6 +1,6 @@
 """Neural scaling laws as small objects, plus the fitting and extrapolation used to build new ones.
 
-Why: the planner (train/plan.py) and the sweep (train/sweep.py) must ask the same questions of a
+Why: the planner (scaling/plan.py) and the sweep (scaling/sweep.py) must ask the same questions of a
 published law and of a law fitted on our own corpus -- "what loss does N parameters on D tokens
 reach?", "how should a compute budget C be split?" -- so laws share one interface:
 ``loss(N, D)`` (numpy-broadcasting) and ``compute_optimal(C) -> (N, D)``.
@@ -152,7 +152,7 @@ LAW_KEYS = ("E", "A", "B", "alpha", "beta")
 
 def load_law(spec: str):
     """'chinchilla' | 'besiroglu' | 'kaplan' | 'fitted:PATH' (JSON with E, A, B, alpha, beta,
-    at the top level or under "law", as train/sweep.py writes it)."""
+    at the top level or under "law", as scaling/sweep.py writes it)."""
     if spec in PRESETS:
         return PRESETS[spec]
     if spec == "kaplan":

@@ -1,6 +1,6 @@
 """The ``extract`` stage: raw upstream files of one source -> Parquet documents.
 
-The per-source parsing lives in ``pipeline/sources/<source>.py`` (``make_extractor(params)``); this
+The per-source parsing lives in ``ingest/<source>.py`` (``make_extractor(params)``); this
 module shards the raw inputs over tasks and guarantees the stage contract around them: every record is
 either a kept document or an excluded one with a reason, and a file that makes a parser fail costs that
 file only (one counted exclusion and one log line), never the shard.
@@ -38,7 +38,7 @@ def raw_entries(folder: Path | None) -> list[Path]:
 def load_extractor(source: str, params: dict[str, Any], work_dir: str | None = None):
     """The source's extractor; a scratch folder (inside the output root) for those that declare
     ``NEEDS_WORK_DIR`` (StackExchange spills posts to SQLite)."""
-    module = importlib.import_module(f"pipeline.sources.{source}")
+    module = importlib.import_module(f"ingest.{source}")
     if work_dir and getattr(module, "NEEDS_WORK_DIR", False):
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         params = {**params, "work_dir": work_dir}

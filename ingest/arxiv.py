@@ -38,12 +38,12 @@ from typing import Iterator
 from datatrove.data import Document
 from loguru import logger
 
-from pipeline.sources.archives import (
+from ingest.archives import (
     DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_BYTES, ArchiveLimits, MemberError, archive_format, archive_stem,
     iter_archive, iter_tar_stream,
 )
-from pipeline.sources.records import construct, excluded, kept, unreadable
-from pipeline.sources.safeio import SafeIOError, decode_utf8, open_path, open_stream, read_capped
+from ingest.records import construct, excluded, kept, unreadable
+from ingest.safeio import SafeIOError, decode_utf8, open_path, open_stream, read_capped
 
 SOURCE = "arxiv"
 TEX_SUFFIXES = (".tex", ".ltx")

@@ -313,7 +313,7 @@ class SlurmDryRun(Runner):
         if "tasks" in params:
             return int(params["tasks"])
         if stage == "extract":
-            from pipeline.extract import DEFAULT_MAX_TASKS, raw_entries
+            from ingest.extract import DEFAULT_MAX_TASKS, raw_entries
 
             download = self.output_dir(source, "download")
             cap = int(params.get("tasks", DEFAULT_MAX_TASKS))

@@ -209,7 +209,7 @@ def plan(manifest, throughputs: dict, task_bytes: float) -> list[Row]:
 
 
 def print_plan(rows: list[Row], profile: str) -> None:
-    print(f"plan for profile {profile!r} (assumptions: pipeline/plan.py docstring; throughputs: bench/RESULTS.md)")
+    print(f"plan for profile {profile!r} (assumptions: ops/sizing.py docstring; throughputs: bench/RESULTS.md)")
     print(f"{'source':<14}{'stage':<13}{'tasks (passes)':<52}{'docs in':>10}{'bytes in':>11}{'disk':>11}{'mem/task':>13}{'core-h':>9}  throughput")
     for r in rows:
         passes = ", ".join(f"{k} {v}" for k, v in r.passes.items()) if len(r.passes) > 1 else str(r.passes["main"])

@@ -1,7 +1,7 @@
 """``python -m pipeline report [out/<profile>]``: what the pipeline did, before anyone spends GPU time.
 
 Writes ``out/<profile>/report/index.html`` (one self-contained file: inline CSS, plots as base64 PNG, see
-pipeline/report_plots.py for why matplotlib) and prints the funnel per source in the terminal.
+report/plots.py for why matplotlib) and prints the funnel per source in the terminal.
 
 Sections: the funnel per source and stage with removal reasons (exact, from report/stats.json); the
 language distribution; histograms of every numeric metadata signal, kept vs excluded, at the stage that
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import report_plots as plots
-from pipeline.report_html import details, esc, figure, grid, human_bytes, num, page, pre_json, table
-from pipeline.report_scan import FolderScan, FolderScanner, label_counts
+from report import plots
+from report.html import details, esc, figure, grid, human_bytes, num, page, pre_json, table
+from report.scan import FolderScan, FolderScanner, label_counts
 
 TOKENS_DIR = "tokens"
 LANGUAGE_KEY = "language"

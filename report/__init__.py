@@ -1,0 +1,1 @@
+"""Reports and inspection: the HTML/terminal report of a built corpus and `inspect`."""

@@ -1,0 +1,1 @@
+"""Scaling laws: the compute/inference-optimal planner, the sweep and the fit."""
