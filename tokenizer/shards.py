@@ -38,6 +38,17 @@ class Shard:
     def n_tokens(self) -> int:
         return int(self.tokens.shape[0])
 
+    @property
+    def index_path(self) -> Path:
+        return Path(f"{self.path}.index")
+
+    def document_ends(self) -> np.ndarray:
+        """End offset (in tokens, exclusive) of each document: a read-only memmap of ``.ds.index``."""
+        p = self.index_path
+        if not p.exists() or p.stat().st_size < 8:
+            return np.zeros(0, dtype="<u8")
+        return np.memmap(p, dtype="<u8", mode="r")
+
 
 def list_shards(folder: str | os.PathLike) -> list[Path]:
     """The `.ds` files of one source folder, in sorted (deterministic) order."""

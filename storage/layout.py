@@ -1,0 +1,124 @@
+"""``Layout``: every path of an output tree ``out/<profile>/``, asked for by name.
+
+The on-disk layout is an interface (users, scripts, the report and the trainer read it), so it is
+written down once, here; every module asks a ``Layout`` instead of joining path parts itself::
+
+    download/<source>/                raw upstream files          (the download stage's output)
+    <stage>/<source>/                 kept Parquet documents of a document stage
+    <stage>/<source>/excluded/        excluded documents, metadata.reason
+    <stage>/<source>/.work/           scratch: pass logs and markers, per-task accounting, dedup files
+    tokens/<source>/                  token shards (the tokenize stage's output)
+    models/<name>/                    model artefacts (lm, wikiref_train)
+    tokenizer/tokenizer.model         the tokenizer (the tokenizer model stage's output)
+    train/<run>/                      training runs
+    report/stats.json, index.html     accounting of every stage, the HTML report
+    slurm/                            sbatch scripts of a Slurm dry run
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# stages whose output folder is not named after the stage
+STAGE_FOLDERS = {"tokenize": "tokens"}
+# model stages whose artefacts are not under models/<name>
+MODEL_FOLDERS = {"tokenizer": "tokenizer"}
+EXCLUDED = "excluded"
+WORK = ".work"
+SUCCESS = "_SUCCESS"
+TOKENIZER_FILE = "tokenizer.model"
+STATS_FILE = "stats.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The output tree of one profile, rooted at ``out/<profile>``."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def of_profile(cls, out_dir: str | os.PathLike, profile: str) -> "Layout":
+        return cls(Path(out_dir) / profile)
+
+    # ---- stages ---------------------------------------------------------------------------------
+    def stage_dir(self, stage: str, source: str | None = None) -> Path:
+        """A document stage's output folder (``tokens/`` for tokenize), or the stage's parent folder."""
+        base = self.root / STAGE_FOLDERS.get(stage, stage)
+        return base / source if source else base
+
+    def excluded_dir(self, stage: str, source: str) -> Path:
+        return self.stage_dir(stage, source) / EXCLUDED
+
+    @staticmethod
+    def work_dir(output_dir: Path) -> Path:
+        """Scratch of a stage (or model) folder, inside it: deleting the folder resets the stage."""
+        return Path(output_dir) / WORK
+
+    @staticmethod
+    def success_marker(output_dir: Path) -> Path:
+        return Path(output_dir) / SUCCESS
+
+    def download_dir(self, source: str) -> Path:
+        return self.stage_dir("download", source)
+
+    def tokens_dir(self, source: str | None = None) -> Path:
+        return self.stage_dir("tokenize", source)
+
+    # ---- models ---------------------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / MODEL_FOLDERS[name] if name in MODEL_FOLDERS else self.models_dir / name
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.model_dir("tokenizer")
+
+    @property
+    def tokenizer_model(self) -> Path:
+        return self.tokenizer_dir / TOKENIZER_FILE
+
+    # ---- training, report, cluster scripts ------------------------------------------------------
+    def train_dir(self, run: str | None = None) -> Path:
+        base = self.root / "train"
+        return base / run if run else base
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def stats_path(self) -> Path:
+        return self.report_dir / STATS_FILE
+
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.root / "slurm"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Profile-wide scratch (e.g. matplotlib's cache while the report is drawn)."""
+        return self.root / WORK
+
+    # ---- finding a tree from a path inside it ---------------------------------------------------
+    @classmethod
+    def containing(cls, path: str | os.PathLike) -> "Layout | None":
+        """The output tree that holds ``path`` (a stage folder, a shard): the nearest folder upward
+        that has a ``tokenizer/tokenizer.model`` or a ``report/stats.json``."""
+        path = Path(path).resolve()
+        for folder in [path, *path.parents] if path.is_dir() else list(path.parents):
+            candidate = cls(folder)
+            if candidate.tokenizer_model.exists() or candidate.stats_path.exists():
+                return candidate
+        return None
