@@ -207,5 +207,5 @@ class MinhashStage(Stage):
         io.run_pass("clusters", [ClusterBuilder(io.work_dir, bands, tasks, io.input_files, verify)], tasks=1)
         io.run_pass("main", [io.reader(account=True), ClusterMarker(io.work_dir, io.stage), io.writer()], tasks=tasks)
         summary = {**lsh, "verify_threshold": verify, **json.loads((io.work_dir / "clusters" / "summary.json").read_text())}
-        io.extra["summary"] = summary
         atomic_json(io.output_dir / "minhash.json", summary)
+        return summary

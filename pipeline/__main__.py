@@ -30,7 +30,7 @@ def _cmd_run(args) -> int:
     sources = [s for s in args.sources.split(",") if s] if args.sources else None
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
     if kind == "slurm" and args.dry_run:  # nothing runs, so later stages' task counts are estimated
-        from pipeline.executors.cluster import SlurmDryRun
+        from pipeline.executors.slurm_dry_run import SlurmDryRun
 
         SlurmDryRun(manifest, executor, sources=sources, stages=stages).run()
         return 0

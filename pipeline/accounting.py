@@ -10,10 +10,11 @@ is docs_in = docs_out + sum(excluded).
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from storage.atomic import atomic_write_json
 
 _NUMERIC_TAIL = re.compile(r"^[-+]?\d*\.?\d+(e[-+]?\d+)?$", re.I)
 
@@ -34,17 +35,6 @@ def add_exclusion(record: dict[str, Any], reason: str, nbytes: int) -> None:
     key = reason_key(reason)
     record["excluded"][key] = record["excluded"].get(key, 0) + 1
     record["bytes_excluded"] += nbytes
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_task_record(account_dir: str | Path, side: str, rank: int, record: dict[str, Any]) -> None:

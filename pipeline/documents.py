@@ -22,6 +22,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from pipeline import accounting
+from storage.atomic import temp_sibling
+from storage.layout import EXCLUDED
 
 SCHEMA = pa.schema(
     [
@@ -31,7 +33,7 @@ SCHEMA = pa.schema(
         pa.field("metadata", pa.string()),
     ]
 )
-EXCLUDED_DIR = "excluded"
+EXCLUDED_DIR = EXCLUDED  # the on-disk name, from storage.layout
 ROWS_PER_GROUP = 2000
 
 
@@ -54,10 +56,6 @@ def exclude(doc: Document, reason: str, stage: str) -> Document:
     doc.metadata["reason"] = reason
     doc.metadata["excluded_by"] = stage
     return doc
-
-
-def doc_source(doc: Document) -> str:
-    return doc.metadata.get("source", "")
 
 
 def iter_parquet_documents(path: str | Path, columns: list[str] | None = None) -> Iterator[Document]:
@@ -124,7 +122,7 @@ class _ShardFile:
 
     def __init__(self, final: Path):
         self.final = final
-        self.tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        self.tmp = temp_sibling(final)  # streamed into, renamed by commit()
         self.rows: list[dict] = []
         self.writer: pq.ParquetWriter | None = None
 

@@ -8,6 +8,7 @@ no ``_SUCCESS``; rerunning it resumes its unfinished tasks only.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -18,18 +19,12 @@ from pipeline import accounting
 from pipeline.manifest import Manifest
 from pipeline.registry import MODEL_STAGES, stage_class
 from pipeline.stages import ModelStage, Stage, StageIO, is_complete, mark_complete
+from storage.atomic import atomic_write_json
+from storage.layout import STATS_FILE, Layout
 
 
 class StageFailed(RuntimeError):
     pass
-
-
-def stage_output_dir(out_root: Path, stage: str, source: str | None) -> Path:
-    cls = stage_class(stage)
-    base = out_root / (cls.output_subdir or stage)
-    if stage in MODEL_STAGES and cls.output_subdir is None:
-        base = out_root / "models" / stage
-    return base / source if source else base
 
 
 class Runner:
@@ -48,7 +43,8 @@ class Runner:
             if s not in manifest.sources:
                 raise StageFailed(f"--sources: unknown source {s!r} (manifest has: {', '.join(manifest.sources)})")
         self.out_root = manifest.out_root
-        self.stats_path = self.out_root / "report" / "stats.json"
+        self.layout = Layout(self.out_root)
+        self.stats_path = self.layout.stats_path
         self._busy: set[tuple[str, str]] = set()
 
     # ---- public ---------------------------------------------------------------------------
@@ -71,7 +67,7 @@ class Runner:
         logger.info(f"done: {self.manifest.profile} profile in {time.monotonic() - start:.1f}s; stats in {self.stats_path}")
 
     def output_dir(self, source: str, stage: str) -> Path:
-        return stage_output_dir(self.out_root, stage, source)
+        return self.layout.stage_dir(stage, source)
 
     # ---- dependency resolution ------------------------------------------------------------
     def ensure(self, source: str, stage: str) -> Path:
@@ -96,7 +92,7 @@ class Runner:
         return out
 
     def ensure_model(self, name: str) -> Path:
-        out = stage_output_dir(self.out_root, name, None)
+        out = self.layout.model_dir(name)
         if is_complete(out):
             return out
         key = ("*", name)
@@ -118,7 +114,7 @@ class Runner:
             summary["seconds"] = round(time.monotonic() - start, 3)
             stats = accounting.load_stats(self.stats_path)
             stats.setdefault("models", {})[name] = summary
-            accounting.atomic_write_json(self.stats_path, stats)
+            atomic_write_json(self.stats_path, stats)
             mark_complete(out, summary)
             logger.info(f"model {name}: done in {summary['seconds']:.1f}s")
         finally:
@@ -135,7 +131,7 @@ class Runner:
             output_dir=out,
             # inside the output folder: deleting a stage's folder also forgets its task markers and
             # accounting, so the stage really reruns instead of "resuming" into an empty folder
-            work_dir=out / ".work",
+            work_dir=Layout.work_dir(out),
             out_root=self.out_root,
             executor=self.executor,
             manifest=self.manifest,
@@ -151,7 +147,7 @@ class Runner:
         """Keep report/stats.json complete even if it was deleted after the stage finished."""
         stats = accounting.load_stats(self.stats_path)
         if source not in stats.get("stages", {}).get(stage, {}):
-            record = accounting.json.loads((out / "_SUCCESS").read_text())
+            record = json.loads(Layout.success_marker(out).read_text())
             accounting.merge_into_stats(self.stats_path, stage, source, record)
 
 
@@ -161,18 +157,18 @@ def run_stage(stage: Stage, io: StageIO) -> dict[str, Any]:
     start = time.monotonic()
     io.output_dir.mkdir(parents=True, exist_ok=True)
     logger.info(f"{label}: running ({stage.tasks(io)} tasks)")
-    stage.run(io)
+    summary = stage.run(io)
     seconds = time.monotonic() - start
     record = accounting.summarise(io.account_dir, stage.tasks(io))
     record.update({"seconds": round(seconds, 3), "tasks": stage.tasks(io), "params": io.params})
-    if io.extra.get("summary"):  # stage-specific figures (e.g. the LSH threshold of minhash)
-        record["summary"] = io.extra["summary"]
+    if summary:  # stage-specific figures (e.g. the LSH threshold of minhash)
+        record["summary"] = summary
     record["docs_per_s"] = round(record["docs_in"] / seconds, 1) if seconds > 0 else None
     excluded = ", ".join(f"{k}={v}" for k, v in sorted(record["excluded"].items(), key=lambda kv: -kv[1])[:6])
     logger.info(
         f"{label}: {record['docs_in']} in -> {record['docs_out']} kept, {record['docs_excluded']} excluded"
         f"{' (' + excluded + ')' if excluded else ''} in {seconds:.1f}s ({record['docs_per_s']} docs/s)"
     )
-    accounting.atomic_write_json(io.output_dir / "stats.json", record)
+    atomic_write_json(io.output_dir / STATS_FILE, record)
     mark_complete(io.output_dir, record)
     return record

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar
 
-from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
-from pipeline import accounting
-from pipeline.documents import ParquetShardReader, ParquetShardWriter, list_shards, read_documents
-
-SUCCESS = "_SUCCESS"
+from pipeline.documents import ParquetShardReader, ParquetShardWriter, list_shards
+from storage.atomic import atomic_write_json
+from storage.layout import Layout
 
 
 @dataclass
@@ -38,10 +36,9 @@ class StageIO:
     input_dir: Path | None
     output_dir: Path
     work_dir: Path
-    out_root: Path  # out/<profile>: models/, tokenizer/ live here
-    executor: Callable[..., Any]  # run_pipeline(pipeline, tasks, logging_dir, stage) from pipeline.executors
+    out_root: Path  # out/<profile>: models/, tokenizer/ live here (ask ``io.layout`` for paths)
+    executor: Callable[..., Any]  # (pipeline, tasks, logging_dir, name) -> None, from pipeline.executors
     manifest: Any = None  # pipeline.manifest.Manifest when run from the manifest
-    extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- inputs -------------------------------------------------------------------------
     @property
@@ -53,16 +50,12 @@ class StageIO:
         return max(1, len(self.input_files))
 
     @property
-    def models_dir(self) -> Path:
-        return self.out_root / "models"
+    def layout(self) -> Layout:
+        return Layout(self.out_root)
 
     @property
     def account_dir(self) -> Path:
         return self.work_dir / "accounting"
-
-    def read_input(self) -> Iterator[Document]:
-        """All kept input documents in shard order (for small single-process passes)."""
-        return read_documents(self.input_dir)
 
     # ---- building blocks for passes -------------------------------------------------------
     def reader(self, account: bool = False, metadata: bool = True) -> ParquetShardReader:
@@ -80,26 +73,27 @@ class StageIO:
         self.executor(pipeline, tasks=tasks, logging_dir=self.work_dir / "passes" / name, name=f"{self.stage}/{self.source}/{name}")
         logger.debug(f"{self.stage}/{self.source} pass {name}: {tasks} tasks in {time.monotonic() - start:.1f}s")
 
-    def model_path(self, *parts: str) -> Path:
-        return self.models_dir.joinpath(*parts)
+    def model_path(self, name: str, *parts: str) -> Path:
+        """A file of model stage ``name``'s artefact folder."""
+        return self.layout.model_dir(name).joinpath(*parts)
 
 
 class Stage:
     """Base of every stage. Subclasses set ``name`` and implement ``run(io)``.
 
-    ``requires_models`` names model stages whose artefacts must exist before this stage runs.
-    ``output_subdir`` overrides the output folder name (``tokens`` for tokenize).
+    ``requires_models`` names model stages whose artefacts must exist before this stage runs. Where a
+    stage's output goes is the output tree's business (``storage.layout.Layout``), not the stage's.
     """
 
     name: ClassVar[str] = ""
     requires_models: ClassVar[tuple[str, ...]] = ()
-    output_subdir: ClassVar[str | None] = None
-    produces_documents: ClassVar[bool] = True
 
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = dict(params or {})
 
-    def run(self, io: StageIO) -> None:
+    def run(self, io: StageIO) -> dict[str, Any] | None:
+        """Run every pass. May return a small JSON-able summary of stage-specific figures (e.g. the LSH
+        threshold of minhash), recorded under ``summary`` in the stage's stats."""
         raise NotImplementedError
 
     def tasks(self, io: StageIO) -> int:
@@ -118,12 +112,10 @@ class DocumentStage(Stage):
 
 
 class ModelStage(Stage):
-    """Builds an artefact under ``out/<profile>/models/<name>/`` (or ``output_subdir``).
+    """Builds an artefact into its folder (``Layout.model_dir``: ``models/<name>/``, or ``tokenizer/``).
 
     ``requires(manifest)`` lists the (source, stage) outputs it reads; the runner builds them first.
     """
-
-    produces_documents = False
 
     def requires(self, manifest) -> list[tuple[str, str]]:
         return []
@@ -135,11 +127,11 @@ class ModelStage(Stage):
 
 
 def is_complete(output_dir: Path) -> bool:
-    return (Path(output_dir) / SUCCESS).exists()
+    return Layout.success_marker(output_dir).exists()
 
 
 def mark_complete(output_dir: Path, record: dict[str, Any]) -> None:
-    accounting.atomic_write_json(Path(output_dir) / SUCCESS, record)
+    atomic_write_json(Layout.success_marker(output_dir), record)
 
 
 def reset_output(output_dir: Path) -> None:

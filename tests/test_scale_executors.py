@@ -15,7 +15,7 @@ import yaml
 
 from ops.drill import compare_fingerprints, corpus_fingerprint, drill_manifest
 from pipeline.executors import make_executor
-from pipeline.executors.cluster import split_name, stage_resources
+from pipeline.executors.resources import split_name, stage_resources
 from pipeline.manifest import load
 from pipeline.runner import Runner
 

@@ -1,7 +1,14 @@
 """DDP and FSDP2 with 2 CPU processes (gloo, torchrun) match one process on the same global batches.
 
-Tolerance: 1e-5 relative on every step's loss and on the held-out losses (fp32; the only difference is
-the order of floating-point reductions). A 2-process FSDP checkpoint also resumes in 1 process.
+Tolerance: 1e-4 relative on every step's loss and on the held-out losses (fp32; the only difference is
+the order of floating-point reductions across ranks). Each parallel run is compared with a one-process run
+of the same micro-batch size. Last-bit differences do not stay last-bit: AdamW normalises each gradient by
+its own running magnitude, so a near-zero gradient that differs in its last bits moves its parameter by a
+different ~lr, and after the clipped step 5 of this run the losses differ by 1e-5 to 4e-5 between
+runs that are mathematically the same (measured on a 2-core x86 box: 1 vs 2 intra-op threads, micro-batch
+1 vs 4, 1 vs 2 ranks). A step that sees other batches or other gradients (a rank reading its neighbour's
+data, a missing all-reduce) moves the loss by ~1e-2 here, far outside the tolerance. A 2-process FSDP checkpoint also
+resumes in 1 process.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from train.loop import train
 from train.metrics import read_metrics
 from train_support import make_corpus, run_train, tiny_config, write_config
 
-REL = 1e-5
+REL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +47,28 @@ def _assert_close(a, b):
 
 
 @pytest.mark.slow
-def test_ddp_and_fsdp_two_processes_equal_one(corpus, tmp_path):
+def test_ddp_and_fsdp_two_processes_equal_one(corpus, tmp_path, one_torch_thread):
     base = dict(max_steps=8, eval_every=4, ckpt_every=4, keep_last=5)
-    train(config_from_dict(tiny_config(corpus, tmp_path / "one", **base)))  # micro 4 x 1 process
-    reference = _curve(tmp_path / "one")
-    for parallel, micro in (("ddp", 1), ("fsdp", 2)):  # ddp also exercises no_sync accumulation (accum 2)
-        run = tmp_path / parallel
-        cfg = tiny_config(corpus, run, parallel=parallel, **base)
+
+    def config(run, micro, **extra):
+        cfg = tiny_config(corpus, run, **base, **extra)
         cfg["batch"] = {**cfg["batch"], "micro_batch": micro}
-        proc = run_train(write_config(cfg, tmp_path / f"{parallel}.yaml"), nproc=2)
+        return cfg
+
+    references = {}
+    for parallel, micro in (("ddp", 1), ("fsdp", 2)):  # ddp also exercises no_sync accumulation (accum 4)
+        train(config_from_dict(config(tmp_path / f"one-micro{micro}", micro)))  # 1 process, same micro-batch
+        references[micro] = _curve(tmp_path / f"one-micro{micro}")
+        run = tmp_path / parallel
+        proc = run_train(write_config(config(run, micro, parallel=parallel), tmp_path / f"{parallel}.yaml"), nproc=2)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"world 2 ({parallel})" in proc.stdout
-        _assert_close(reference, _curve(run))
+        _assert_close(references[micro], _curve(run))
     # the 2-process FSDP checkpoint of step 4 continues in a single process to the same curve
     run = tmp_path / "fsdp"
     shutil.rmtree(run / "checkpoints" / "step_0000008")
-    cfg = tiny_config(corpus, run, **base)
-    proc = run_train(write_config(cfg, tmp_path / "resume1.yaml"), "--resume")
+    reference = references[2]
+    proc = run_train(write_config(config(run, 2), tmp_path / "resume1.yaml"), "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming at step 4" in proc.stdout
     _assert_close(reference, _curve(run))

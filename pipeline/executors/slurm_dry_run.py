@@ -1,0 +1,115 @@
+"""``--executor slurm --dry-run``: the sbatch scripts of a whole manifest, written without running.
+
+Nothing runs, so later stages' task counts cannot be learnt either. ``SlurmDryRun`` walks the manifest
+like the runner: every pass of a stage whose input is complete (and whose models exist) gets an exact,
+submittable script (datatrove's own launch script plus the pickled executor and ``ranks_to_run.json``,
+written by datatrove's ``launch_job`` with ``sbatch`` replaced by a recorder); stages further down are
+listed with *estimated* task counts (the ``tasks`` param when set, else the task count of the stage
+before: document stages write one shard per task). ``submit.sh`` submits the exact scripts in order with
+each source's ``--dependency=afterok`` chain.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.executors.resources import stage_resources
+from pipeline.executors.slurm import SlurmExecutor
+from pipeline.registry import stage_class
+from pipeline.runner import Runner
+from pipeline.stages import is_complete
+from storage.atomic import atomic_write_json
+
+
+class SlurmDryRun(Runner):
+    """Walks the sources' stages as the runner would, writing scripts instead of running passes."""
+
+    def __init__(self, manifest, executor: SlurmExecutor, sources=None, stages=None):
+        super().__init__(manifest, executor, sources=sources, stages=stages)
+        self.plan: list[dict[str, Any]] = []
+
+    def _targets(self, source: str) -> list[str]:
+        names = self.manifest.sources[source].stage_names()
+        if self.stages is None:
+            return names
+        chosen = [i for i, n in enumerate(names) if n in self.stages]
+        return names[: max(chosen) + 1] if chosen else []
+
+    def _estimate(self, stage: str, params: dict, source: str, previous_tasks: int | None) -> int:
+        if "tasks" in params:
+            return int(params["tasks"])
+        if stage == "extract":
+            from ingest.extract import DEFAULT_MAX_TASKS, raw_entries
+
+            download = self.output_dir(source, "download")
+            cap = int(params.get("tasks", DEFAULT_MAX_TASKS))
+            if is_complete(download):
+                return max(1, min(len(raw_entries(download)), cap))
+            inputs = self.manifest.sources[source].inputs
+            if all(isinstance(i, str) and "://" not in i for i in inputs):  # local globs: count the files
+                root = self.manifest.path.parent
+                return max(1, min(sum(len(glob.glob(str(root / i))) for i in inputs), cap))
+            return cap  # remote lists expand to many files at download time
+        return previous_tasks or 1
+
+    def run(self) -> None:
+        for source in self.sources:
+            spec = self.manifest.sources[source]
+            blocked: str | None = None
+            tasks: int | None = None
+            for stage in self._targets(source):
+                out = self.output_dir(source, stage)
+                res = stage_resources(self.manifest.resources, stage)
+                entry: dict[str, Any] = {"stage": stage, "source": source, "resources": res}
+                if is_complete(out):
+                    tasks = json.loads((out / "_SUCCESS").read_text()).get("tasks", tasks)
+                    self.plan.append({**entry, "status": "complete", "tasks": tasks})
+                    continue
+                cls = stage_class(stage)
+                params = spec.stage(stage).params
+                missing = [m for m in cls.requires_models if not is_complete(self.layout.model_dir(m))]
+                prev = spec.previous(stage)
+                if blocked is None and stage == "download":
+                    blocked = f"download/{source} runs on the submitting node"
+                    self.plan.append({**entry, "status": "driver", "tasks": 1, "note": "downloads run in the driver, not as a job array"})
+                    tasks = 1
+                    continue
+                if blocked is None and missing:
+                    blocked = f"model(s) {', '.join(missing)} not built yet (the driver builds them between passes)"
+                if blocked is None:
+                    stage_obj = cls(params)
+                    io = self._io(stage, source, params, self.output_dir(source, prev) if prev else None, out)
+                    tasks = stage_obj.tasks(io)
+                    before = len(self.executor.scripts)
+                    try:
+                        stage_obj.run(io)
+                        note = None
+                    except Exception as e:  # a later pass needs what the earlier ones compute
+                        note = f"later passes need the earlier passes' results ({type(e).__name__}: {e})"
+                        blocked = f"{stage}/{source} has passes that can only be written after the earlier ones ran"
+                    written = [s["script"] for s in self.executor.scripts[before:]]
+                    self.plan.append({**entry, "status": "scripts", "tasks": tasks, "scripts": written, **({"note": note} if note else {})})
+                    if blocked is None:
+                        blocked = f"{stage}/{source} has not run yet"
+                    continue
+                tasks = self._estimate(stage, params, source, tasks)
+                self.plan.append({**entry, "status": "estimated", "tasks": tasks, "note": blocked})
+        models = sorted({m for s in self.sources for n in self._targets(s) for m in stage_class(n).requires_models})
+        for m in models:
+            self.plan.append({"stage": m, "source": "*", "status": "complete" if is_complete(self.layout.model_dir(m)) else "driver",
+                              "resources": stage_resources(self.manifest.resources, m), "note": "model: built by the driver process"})
+        submit = self.executor.write_submit_script()
+        atomic_write_json(self.executor.slurm_dir / "plan.json", {"submit": str(submit), "entries": self.plan})
+        self._print(submit)
+
+    def _print(self, submit: Path) -> None:
+        print(f"{'stage':<14}{'source':<15}{'status':<11}{'tasks':>6}  {'partition':<10}{'time':<10}{'cpus':>5}{'mem/cpu':>8}  scripts")
+        for e in self.plan:
+            r = e["resources"]
+            scripts = ", ".join(Path(s).name for s in e.get("scripts", [])) or e.get("note", "")
+            print(f"{e['stage']:<14}{e['source']:<15}{e['status']:<11}{e.get('tasks') or '':>6}  {r['partition']:<10}{r['time']:<10}"
+                  f"{r['cpus_per_task']:>5}{str(r['mem_per_cpu_gb']) + 'G':>8}  {scripts}")
+        print(f"submit the exact scripts with: bash {submit}")
