@@ -1,23 +1,21 @@
 """Model checkpoints shared by train/, generate and export: a directory holding `model.pt` (a plain Llama
 state_dict, loadable with weights_only=True) and `config.json` ({"model": ModelConfig.to_dict(), ...}).
 
-Saving writes a sibling temporary directory and renames it into place, so an interrupted save never
-leaves a half-written checkpoint where a reader would look for one.
+Saving writes a sibling temporary directory and renames it into place (``storage.atomic.atomic_dir``), so
+an interrupted save never leaves a half-written checkpoint where a reader would look for one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from model.config import ModelConfig
 from model.llama import Llama
+from storage.atomic import atomic_dir
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -38,26 +36,6 @@ def clean_state_dict(state_dict: dict) -> dict[str, torch.Tensor]:
             tensor = tensor.full_tensor()
         out[name] = tensor.detach().cpu()
     return out
-
-
-@contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike):
-    """Yield a fresh temporary sibling of `target`; on success it replaces `target` in one rename."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def save_model(model: torch.nn.Module | dict, cfg: ModelConfig, ckpt_dir: str | os.PathLike, extra: dict | None = None) -> Path:
