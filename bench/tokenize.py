@@ -36,14 +36,15 @@ if __name__ != "tokenize":  # the benchmark itself (skipped when standing in for
     REPO = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(REPO))
 
-    import sentencepiece as spm
     from datatrove.data import Document
 
-    from pipeline.documents import ParquetShardWriter, read_documents
+    from pipeline.documents import ParquetShardWriter
     from pipeline.executors import make_executor
     from pipeline.stages import StageIO
     from pipeline.standalone import run_standalone
+    from storage.layout import Layout
     from tokenizer.stages import TokenizerStage
+    from tokenizer.spm import load_tokenizer
 
 
     def real_documents(copies: int) -> list[Document]:
@@ -71,7 +72,7 @@ if __name__ != "tokenize":  # the benchmark itself (skipped when standing in for
                 list(ParquetShardWriter(src).run(iter(part), rank=rank))
             io = StageIO("tokenizer", "*", {}, None, root / "tokenizer", root / ".work", root, make_executor("local", 1))
             TokenizerStage({"vocab_size": args.vocab, "max_sentences": 200000}).build(io, {"books": [src]})
-            sp = spm.SentencePieceProcessor(model_file=str(root / "tokenizer/tokenizer.model"))
+            sp = load_tokenizer(Layout(root).tokenizer_model)
             texts = [d.text for d in docs]
 
             print(f"{len(docs)} documents, {mb:.1f} MB of real text, vocab {args.vocab}; {platform.processor() or platform.machine()}")

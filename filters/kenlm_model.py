@@ -114,7 +114,7 @@ def train_sentencepiece(text_file: Path, model_path: Path, vocab_size: int, max_
         num_threads=1,
         minloglevel=2,
     )
-    from tokenizer.stages import strip_build_paths
+    from tokenizer.spm import strip_build_paths
 
     strip_build_paths(Path(f"{prefix}.model"))  # same text, same bytes, whatever the output folder
     os.replace(f"{prefix}.model", model_path)

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import torch
 
-from model.weights import CheckpointError, atomic_dir, load_model
 from model.config import ModelConfig
+from model.weights import CheckpointError, load_model
+from storage.atomic import atomic_dir
+from storage.layout import TOKENIZER_FILE
+from tokenizer.spm import load_tokenizer
 
 _LAYER_KEYS = {
     "attention.wq.weight": "self_attn.q_proj.weight",
@@ -108,16 +111,9 @@ def hf_config(cfg: ModelConfig, dtype: str, bos_id: int = 1, eos_id: int = 2) ->
     }
 
 
-def _tokenizer_files(tokenizer: Path, out: Path, max_len: int) -> tuple[int, int]:
+def _tokenizer_files(sp, tokenizer: Path, out: Path, max_len: int) -> tuple[int, int]:
     """Copy the SentencePiece model and describe it for LlamaTokenizer; returns (bos_id, eos_id)."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor()
-    try:
-        sp.Load(str(tokenizer))
-    except (OSError, RuntimeError) as e:
-        raise ValueError(f"cannot load tokenizer {tokenizer}: {str(e).splitlines()[0]}") from None
-    shutil.copyfile(tokenizer, out / "tokenizer.model")
+    shutil.copyfile(tokenizer, out / TOKENIZER_FILE)
     special = {name: sp.IdToPiece(i) for name, i in
                (("unk_token", sp.unk_id()), ("bos_token", sp.bos_id()), ("eos_token", sp.eos_id())) if i >= 0}
     (out / "tokenizer_config.json").write_text(json.dumps({
@@ -137,12 +133,11 @@ def _tokenizer_files(tokenizer: Path, out: Path, max_len: int) -> tuple[int, int
 def export(ckpt_dir: str | Path, out_dir: str | Path, tokenizer: str | Path | None = None,
            dtype: torch.dtype = torch.float32) -> Path:
     model, cfg = load_model(ckpt_dir)
-    if tokenizer is not None and not Path(tokenizer).is_file():
-        raise ValueError(f"tokenizer {tokenizer} does not exist")
+    sp = load_tokenizer(tokenizer) if tokenizer is not None else None  # a bad file fails before anything is written
     dtype_name = str(dtype).removeprefix("torch.")
     state = {k: v.to(dtype) for k, v in to_hf_state_dict(model.state_dict(), cfg).items()}
     with atomic_dir(out_dir) as tmp:
-        bos_id, eos_id = (1, 2) if tokenizer is None else _tokenizer_files(Path(tokenizer), tmp, cfg.max_seq_len)
+        bos_id, eos_id = (1, 2) if sp is None else _tokenizer_files(sp, Path(tokenizer), tmp, cfg.max_seq_len)
         write_safetensors(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config(cfg, dtype_name, bos_id, eos_id), indent=2))
         (tmp / "generation_config.json").write_text(json.dumps(

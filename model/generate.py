@@ -77,17 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    import sentencepiece as spm
-
     from model.weights import CheckpointError, load_model
+    from tokenizer.spm import load_tokenizer
 
     try:
         model, cfg = load_model(args.checkpoint, device=args.device)
-        sp = spm.SentencePieceProcessor()
-        try:
-            sp.Load(args.tokenizer)
-        except (OSError, RuntimeError) as e:
-            raise ValueError(f"cannot load tokenizer {args.tokenizer}: {str(e).splitlines()[0]}") from None
+        sp = load_tokenizer(args.tokenizer)  # a TokenizerError is a ValueError: one line, exit 2
         if sp.vocab_size() > cfg.vocab_size:
             raise ValueError(f"tokenizer has {sp.vocab_size()} pieces but the model only {cfg.vocab_size}")
         # token shards separate documents with EOS (no BOS), so a new document starts after an EOS

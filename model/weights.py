@@ -1,8 +1,8 @@
 """Model checkpoints shared by train/, generate and export: a directory holding `model.pt` (a plain Llama
 state_dict, loadable with weights_only=True) and `config.json` ({"model": ModelConfig.to_dict(), ...}).
 
-Saving writes a sibling temporary directory and renames it into place, so an interrupted save never
-leaves a half-written checkpoint where a reader would look for one.
+Saving writes a sibling temporary directory and renames it into place (``storage.atomic.atomic_dir``), so
+an interrupted save never leaves a half-written checkpoint where a reader would look for one.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: a filter is judged by reading what it kept and removed, and a token shard by reading it back as
 text. PATH is a stage folder (its kept shards; ``--excluded`` or ``--reason`` reads ``excluded/``), one
 ``.parquet`` file, one ``.ds`` token shard, or a folder of them (``tokens/<source>``). Token shards are
-decoded with the run's tokenizer: ``out/<profile>/tokenizer/tokenizer.model`` found upward from PATH,
+decoded with the run's tokenizer: that of the output tree holding PATH (``storage.layout.Layout.containing``),
 or ``--tokenizer``. Parquet is read in record batches, so ``--limit`` stops early on any corpus size.
 """
 
@@ -20,8 +20,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.documents import EXCLUDED_DIR, list_shards
-
-TOKENIZER_REL = Path("tokenizer") / "tokenizer.model"
+from storage.checksum import sha256_file
+from storage.layout import Layout
+from tokenizer import shards as token_format
+from tokenizer.spm import load_tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,47 +71,39 @@ def iter_parquet(files: list[Path], source: str | None, reason: str | None, ids:
 
 # ---- token shards -------------------------------------------------------------------------------
 def find_tokenizer(path: Path) -> Path | None:
-    for folder in [path if path.is_dir() else path.parent, *path.resolve().parents]:
-        candidate = folder / TOKENIZER_REL
-        if candidate.is_file():
-            return candidate
-    return None
+    """The tokenizer of the output tree that holds ``path``, when there is one."""
+    tree = Layout.containing(path)
+    return tree.tokenizer_model if tree and tree.tokenizer_model.is_file() else None
 
 
 def token_shards(path: Path) -> list[Path]:
-    return [path] if path.is_file() else sorted(path.glob("*.ds"))
+    return [path] if path.is_file() else token_format.list_shards(path)
 
 
 def iter_token_docs(shards: list[Path], sp, tokenizer: Path, source: str | None, ids: set[str] | None, warn) -> Iterator[dict[str, Any]]:
-    from tokenizer.stages import read_shard, sha256_file
-
     tok_sha = None
-    for shard in shards:
+    for path in shards:
         try:
-            tokens, ends, meta = read_shard(shard)
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{shard}: not a readable token shard ({e})") from None
+            shard = token_format.open_shard(path)
+            ends = shard.document_ends()
+        except (OSError, ValueError) as e:  # ValueError: ShardError, a sidecar that is not JSON
+            raise ValueError(f"{path}: not a readable token shard ({e})") from None
+        meta = shard.meta
         if source is not None and meta.get("source") != source:
             continue
         if meta.get("tokenizer_sha256"):
             tok_sha = tok_sha or sha256_file(tokenizer)
             if meta["tokenizer_sha256"] != tok_sha:
-                warn(f"warning: {shard.name} was written with a different tokenizer (sha256 {meta['tokenizer_sha256'][:12]}…)")
+                warn(f"warning: {path.name} was written with a different tokenizer (sha256 {meta['tokenizer_sha256'][:12]}…)")
         eos = meta.get("eos_id", sp.eos_id())
         start = 0
         for i, end in enumerate(ends.tolist()):
             if ids is None or str(i) in ids:
-                doc = tokens[start:end]
+                doc = shard.tokens[start:end]
                 body = doc[:-1] if len(doc) and int(doc[-1]) == eos else doc
-                yield {"id": str(i), "source": meta.get("source", ""), "tokens": int(len(doc)), "file": str(shard),
+                yield {"id": str(i), "source": meta.get("source", ""), "tokens": int(len(doc)), "file": str(path),
                        "text": sp.decode([int(t) for t in np.asarray(body)])}
             start = end
-
-
-def _load_sp(path: Path):
-    import sentencepiece as spm
-
-    return spm.SentencePieceProcessor(model_file=str(path))
 
 
 # ---- output -------------------------------------------------------------------------------------
@@ -145,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.excluded or args.reason is not None:
             raise ValueError(f"{path}: --excluded and --reason apply to Parquet documents; token shards hold kept documents only")
         tok = Path(args.tokenizer) if args.tokenizer else find_tokenizer(path)
-        if tok is None or not tok.is_file():
-            raise FileNotFoundError(f"{path}: no tokenizer found ({TOKENIZER_REL} in a parent folder); pass --tokenizer")
-        docs = iter_token_docs(token_shards(path), _load_sp(tok), tok, args.source, ids, lambda m: print(m, file=sys.stderr))
+        if tok is None:
+            raise FileNotFoundError(f"{path}: no tokenizer found (no output tree with "
+                                    f"{Layout(Path()).tokenizer_model} above it); pass --tokenizer")
+        docs = iter_token_docs(token_shards(path), load_tokenizer(tok), tok, args.source, ids, lambda m: print(m, file=sys.stderr))
     else:
         if path.is_file() and path.suffix != ".parquet":
             raise ValueError(f"{path}: not a .parquet or .ds file")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 from datatrove.data import Document
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +15,10 @@ from pipeline.documents import ParquetShardWriter
 from pipeline.executors import make_executor
 from pipeline.stages import StageIO
 from pipeline.standalone import run_standalone
-from tokenizer.stages import TokenizerStage, read_shard, sha256_file
+from storage.checksum import sha256_file
+from tokenizer.shards import open_shard
+from tokenizer.spm import load_tokenizer
+from tokenizer.stages import TokenizerStage
 
 REPO = Path(__file__).resolve().parent.parent
 BOOKS = sorted((REPO / "data/sample/books").glob("*.txt"))
@@ -65,7 +67,7 @@ def tokenizer(corpus) -> Path:
 
 @pytest.fixture(scope="module")
 def sp(tokenizer):
-    return spm.SentencePieceProcessor(model_file=str(tokenizer))
+    return load_tokenizer(tokenizer)
 
 
 def test_numbers_split_into_digits(sp):
@@ -116,7 +118,8 @@ def test_shards_read_back_equal_encoded_documents_and_datatrove_reads_them(corpu
     decoded_docs = []
     total = 0
     for shard in shards:
-        tokens, ends, meta = read_shard(shard)
+        opened = open_shard(shard)
+        tokens, ends, meta = opened.tokens, opened.document_ends(), opened.meta
         assert tokens.dtype == np.uint16 and meta["dtype"] == "uint16"
         assert meta["documents"] == len(ends) and meta["tokens"] == len(tokens) == int(ends[-1])
         assert meta["tokenizer_sha256"] == sha256_file(tokenizer)
@@ -135,9 +138,41 @@ def test_shards_read_back_equal_encoded_documents_and_datatrove_reads_them(corpu
     seq_len = 64
     ds = DatatroveFolderDataset(str(out), seq_len=seq_len, token_size=2, recursive=False)
     first = ds[0]["input_ids"].tolist()
-    tokens0, _, _ = read_shard(shards[0])
-    assert first == tokens0[: seq_len + 1].tolist()
-    assert len(ds) == sum(len(read_shard(s)[0]) // (seq_len + 1) for s in shards)
+    assert first == open_shard(shards[0]).tokens[: seq_len + 1].tolist()
+    assert len(ds) == sum(open_shard(s).n_tokens // (seq_len + 1) for s in shards)
 
     sidecars = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "stats.json"]
     assert sum(s["tokens"] for s in sidecars) == total
+
+
+def test_load_tokenizer_fails_in_one_line(tmp_path, tokenizer):
+    from tokenizer.spm import TokenizerError
+
+    with pytest.raises(TokenizerError, match="tokenizer not found") as missing:
+        load_tokenizer(tmp_path / "nope.model")
+    garbage = tmp_path / "garbage.model"
+    garbage.write_bytes(b"not a sentencepiece model\n" * 10)
+    with pytest.raises(TokenizerError, match="cannot load tokenizer") as unreadable:
+        load_tokenizer(garbage)
+    assert "\n" not in str(missing.value) + str(unreadable.value)
+    assert load_tokenizer(tokenizer).get_piece_size() == 1200
+
+
+def test_shard_writer_parts_sidecars_and_rerun(tmp_path):
+    from tokenizer.shards import ShardWriter, list_shards, write_shard
+
+    folder = tmp_path / "tokens"
+    write_shard(folder, [[9]] * 50, rank=3, source="x", vocab_size=1000, eos_id=2)  # replaced by the rerun below
+    writer = ShardWriter(folder, 3, source="x", vocab_size=1000, eos_id=2, bos_id=1, add_bos=True, max_tokens_per_shard=10)
+    writer.add_batch([[5, 6, 7], [8] * 6])  # 5 + 8 tokens: the second document closes part 0
+    writer.add_batch([[4]])
+    assert [p.name for p in writer.close()] == ["00003_000.ds", "00003_001.ds"] == [p.name for p in list_shards(folder)]
+    first, second = open_shard(folder / "00003_000.ds"), open_shard(folder / "00003_001.ds")
+    assert first.tokens.tolist() == [1, 5, 6, 7, 2, 1] + [8] * 6 + [2] and first.document_ends().tolist() == [5, 13]
+    assert second.tokens.tolist() == [1, 4, 2] and writer.tokens_written == 16
+    assert sorted(first.meta) == ["bos_id", "content_sha256", "crc32", "documents", "dtype", "eos_id", "source",
+                                  "tokenizer_sha256", "tokens", "vocab_size"]
+    assert (first.meta["documents"], first.meta["tokens"], first.meta["dtype"]) == (2, 13, "uint16")
+    empty = ShardWriter(tmp_path / "empty", 0, source="x", vocab_size=70000, eos_id=2).close()
+    assert [p.name for p in empty] == ["00000_000.ds"] and open_shard(empty[0]).meta["dtype"] == "uint32"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"

@@ -12,7 +12,7 @@ from train.config import ConfigError, config_from_dict
 from train.eval import main as eval_main
 from train.loop import train
 from train.metrics import read_metrics
-from train.synthetic import stdlib_documents, train_tokenizer
+from train.synthetic import stdlib_documents, stdlib_tokenizer
 from train_support import make_corpus, tiny_config
 
 
@@ -74,12 +74,12 @@ def test_stops_cleanly_when_the_mixture_is_exhausted(corpus, tmp_path):
 
 
 def test_shards_from_another_tokenizer_are_refused(corpus, tmp_path):
-    other = train_tokenizer(stdlib_documents(100_000), tmp_path / "tok", 600)
+    other = stdlib_tokenizer(stdlib_documents(100_000), tmp_path / "tok", 600)
     cfg = tiny_config(corpus, tmp_path / "run")
     cfg["data"] = {**cfg["data"], "tokenizer": str(other)}
     with pytest.raises(ConfigError, match="written for vocab 512, tokenizer has 600"):
         train(config_from_dict(cfg))
-    same_size = train_tokenizer(stdlib_documents(150_000), tmp_path / "tok512", 512)
+    same_size = stdlib_tokenizer(stdlib_documents(150_000), tmp_path / "tok512", 512)
     cfg["data"] = {**cfg["data"], "tokenizer": str(same_size)}
     with pytest.raises(ConfigError, match="tokenizer_sha256 .* differs from the configured tokenizer"):
         train(config_from_dict(cfg))

@@ -24,8 +24,7 @@ def tokens(tmp_path):
     rng = np.random.default_rng(0)
     for name, n_shards, n_docs in (("commoncrawl", 3, 40), ("github", 2, 10), ("wikipedia", 1, 25)):
         for k in range(n_shards):
-            write_shard(tmp_path / name, f"{k:05d}", _docs(rng, n_docs, 30), source=name,
-                        vocab_size=VOCAB, eos_id=2)
+            write_shard(tmp_path / name, _docs(rng, n_docs, 30), rank=k, source=name, vocab_size=VOCAB, eos_id=2)
     return tmp_path
 
 
@@ -184,7 +183,7 @@ def test_manifest_yaml_and_errors(tmp_path, tokens):
 
 
 def test_corrupt_shard_is_a_clear_error(tmp_path):
-    ds = write_shard(tmp_path / "s", "00000", [[5, 6, 7]], source="s", vocab_size=VOCAB, eos_id=2)
+    ds = write_shard(tmp_path / "s", [[5, 6, 7]], source="s", vocab_size=VOCAB, eos_id=2)
     with open(ds, "ab") as f:
         f.write(b"\x01\x00")
     with pytest.raises(ShardError, match="sidecar says 4 tokens, file holds 5"):

@@ -1,1 +1,2 @@
-"""The LLaMA tokenizer and the token-shard format (numpy + sentencepiece only), and the pipeline stages that use them."""
+"""The tokenizer room: the LLaMA tokenizer (``spm``), the token-shard format (``shards``) — both numpy +
+sentencepiece + stdlib only, so the trainer can use them — and their pipeline stages (``stages``)."""

@@ -1,23 +1,34 @@
-"""Token shard format (datatrove DocumentTokenizer layout) as the trainer sees it.
+"""The token-shard format: one writer, one reader, for the tokenize stage, the trainer and the tests.
 
-Why a module of its own: the loader, the evaluator and the tests all need to find, check and
-memory-map the same `<name>.ds` / `.ds.index` / `.json` triples; keeping the format knowledge in
-one place means a layout change touches one file.
+Why one module: the tokenize stage writes shards, the trainer, ``train.eval``, ``inspect`` and the report
+read them, and tests build them by hand; keeping the format here means a layout change touches one file
+and every writer produces the same bytes. Standard library, numpy and ``storage`` only.
 
-Layout: `<name>.ds` raw little-endian uint16 tokens (uint32 when vocab > 65,536) with EOS after each
-document, `<name>.ds.index` little-endian uint64 end offset (in tokens) of each document,
-`<name>.json` sidecar {"source","documents","tokens","dtype","vocab_size","eos_id",
-"tokenizer_sha256","content_sha256"}.
+Layout (datatrove's ``DocumentTokenizer``, so nanotron and datatrove's own dataset reader read it), per
+shard ``NNNNN_PPP`` (writing task, part):
+
+- ``NNNNN_PPP.ds``: raw little-endian uint16 token ids (uint32 when the vocabulary exceeds 65,536), EOS
+  after each document (BOS before it when asked);
+- ``NNNNN_PPP.ds.index``: little-endian uint64 end offset (in tokens) of each document;
+- ``NNNNN_PPP.json``: sidecar {source, documents, tokens, dtype, vocab_size, bos_id, eos_id,
+  tokenizer_sha256, content_sha256, crc32}.
+
+Each file is written to a temporary sibling and renamed into place, the sidecar last: a shard whose
+sidecar exists is complete.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+
+from storage.atomic import atomic_write_bytes, atomic_write_json
 
 
 class ShardError(ValueError):
@@ -25,11 +36,19 @@ class ShardError(ValueError):
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 ids while the vocabulary fits (half the disk and memory of uint32), uint32 beyond."""
     return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<u4")
+
+
+def index_path(ds: str | os.PathLike) -> Path:
+    """``<name>.ds.index`` of ``<name>.ds``."""
+    return Path(f"{ds}.index")
 
 
 @dataclass(frozen=True)
 class Shard:
+    """One shard as read by ``open_shard``: its tokens memory-mapped, its sidecar, its document ends."""
+
     path: Path          # the .ds file
     tokens: np.ndarray  # read-only memmap (or empty array for an empty shard)
     meta: dict          # sidecar contents ({} when absent)
@@ -38,13 +57,9 @@ class Shard:
     def n_tokens(self) -> int:
         return int(self.tokens.shape[0])
 
-    @property
-    def index_path(self) -> Path:
-        return Path(f"{self.path}.index")
-
     def document_ends(self) -> np.ndarray:
         """End offset (in tokens, exclusive) of each document: a read-only memmap of ``.ds.index``."""
-        p = self.index_path
+        p = index_path(self.path)
         if not p.exists() or p.stat().st_size < 8:
             return np.zeros(0, dtype="<u8")
         return np.memmap(p, dtype="<u8", mode="r")
@@ -75,7 +90,7 @@ def open_shard(path: str | os.PathLike) -> Shard:
     n = size // dtype.itemsize
     if "tokens" in meta and int(meta["tokens"]) != n:
         raise ShardError(f"{path}: sidecar says {meta['tokens']} tokens, file holds {n}")
-    index = Path(str(path) + ".index")
+    index = index_path(path)
     if index.exists() and index.stat().st_size >= 8:
         last_end = int(np.fromfile(index, dtype="<u8", count=1, offset=index.stat().st_size - 8)[0])
         if last_end != n:
@@ -84,28 +99,80 @@ def open_shard(path: str | os.PathLike) -> Shard:
     return Shard(path=path, tokens=tokens, meta=meta)
 
 
-def write_shard(folder: str | os.PathLike, name: str, documents: list[list[int]], *, source: str,
-                vocab_size: int, eos_id: int, tokenizer_sha256: str = "") -> Path:
-    """Write documents (token id lists, EOS appended here) in the shared shard layout.
+def shard_name(rank: int, part: int) -> str:
+    """``NNNNN_PPP``: writing task ``rank``'s ``part``-th shard (the sorted order is the stream order)."""
+    return f"{rank:05d}_{part:03d}"
 
-    The pipeline's tokenize stage is the production writer; this one exists so tests and demos can
-    build format-exact shards without the pipeline (train/ must not import it).
+
+class ShardWriter:
+    """Documents (lists of token ids) in, shards ``<rank>_<part>.ds`` (+ ``.ds.index``, ``.json``) out.
+
+    EOS is appended to each document (and BOS put before it when ``add_bos``). A shard is closed once
+    it holds ``max_tokens_per_shard`` tokens or more (after the document that crossed it); ``close()``
+    writes the rest, or one empty shard when nothing was written, so every task leaves a shard. Opening
+    a writer removes the rank's earlier shards: a rerun of a task replaces all of its parts.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    dtype = token_dtype(vocab_size)
-    parts = [np.asarray(list(d) + [eos_id], dtype=dtype) for d in documents]
-    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-    ends = np.cumsum([len(p) for p in parts], dtype="<u8")
-    ds = folder / f"{name}.ds"
-    flat.tofile(ds)
-    ends.astype("<u8").tofile(str(ds) + ".index")
-    meta = {"source": source, "documents": len(parts), "tokens": int(flat.shape[0]),
-            "dtype": dtype.name, "vocab_size": vocab_size, "eos_id": eos_id,
-            "tokenizer_sha256": tokenizer_sha256,
-            "content_sha256": hashlib.sha256(flat.tobytes()).hexdigest()}
-    (folder / f"{name}.json").write_text(json.dumps(meta, indent=1))
-    return ds
+
+    def __init__(self, folder: str | os.PathLike, rank: int = 0, *, source: str, vocab_size: int, eos_id: int,
+                 bos_id: int = -1, tokenizer_sha256: str = "", add_bos: bool = False,
+                 max_tokens_per_shard: int | None = None):
+        self.folder, self.rank = Path(folder), rank
+        self.dtype = token_dtype(vocab_size)
+        self.eos_id, self.bos_id, self.add_bos = eos_id, bos_id, add_bos
+        self.max_tokens = max_tokens_per_shard
+        self.meta = {"source": source, "vocab_size": vocab_size, "eos_id": eos_id, "bos_id": bos_id,
+                     "tokenizer_sha256": tokenizer_sha256}
+        self.written: list[Path] = []
+        self.tokens_written = 0
+        self._part, self._chunks, self._ends, self._n = 0, [], [], 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(f"{rank:05d}_*"):
+            stale.unlink()
+
+    def add_batch(self, documents: Sequence[Sequence[int]]) -> None:
+        """Append documents; their ids are gathered into one array per batch, not one per document."""
+        pending: list[int] = []
+        for ids in documents:
+            if self.add_bos:
+                pending.append(self.bos_id)
+            pending.extend(ids)
+            pending.append(self.eos_id)
+            self._n += len(ids) + 1 + self.add_bos
+            self._ends.append(self._n)
+            if self.max_tokens is not None and self._n >= self.max_tokens:
+                self._chunks.append(np.array(pending, dtype=self.dtype))
+                self._flush()
+                pending = []
+        if pending:
+            self._chunks.append(np.array(pending, dtype=self.dtype))
+
+    def close(self) -> list[Path]:
+        """Write the open shard (an empty one when the task wrote none); returns the ``.ds`` paths."""
+        if self._chunks or self._part == 0:
+            self._flush()
+        return self.written
+
+    def _flush(self) -> None:
+        ds = self.folder / f"{shard_name(self.rank, self._part)}.ds"
+        tokens = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=self.dtype)
+        data = tokens.astype(self.dtype, copy=False).tobytes()
+        atomic_write_bytes(ds, data)
+        atomic_write_bytes(index_path(ds), np.asarray(self._ends, dtype="<u8").tobytes())
+        atomic_write_json(ds.with_suffix(".json"), {
+            **self.meta, "documents": len(self._ends), "tokens": int(len(tokens)), "dtype": self.dtype.name,
+            "content_sha256": hashlib.sha256(data).hexdigest(), "crc32": zlib.crc32(data)})
+        self.written.append(ds)
+        self.tokens_written += int(len(tokens))
+        self._part, self._chunks, self._ends, self._n = self._part + 1, [], [], 0
+
+
+def write_shard(folder: str | os.PathLike, documents: Sequence[Sequence[int]], *, rank: int = 0, source: str,
+                vocab_size: int, eos_id: int, bos_id: int = -1, tokenizer_sha256: str = "") -> Path:
+    """All ``documents`` as the one shard ``<rank>_000.ds`` (tests and ``train.synthetic``)."""
+    writer = ShardWriter(folder, rank, source=source, vocab_size=vocab_size, eos_id=eos_id, bos_id=bos_id,
+                         tokenizer_sha256=tokenizer_sha256)
+    writer.add_batch(documents)
+    return writer.close()[0]
 
 
 class TokenStream:

@@ -5,10 +5,10 @@ Layout of `<run>/checkpoints/step_NNNNNNN/`:
   train_state.pt    optimiser (FQN-keyed full state), step, scheduler (the LR is a pure function of
                     the step), loader state, RNG states (python, numpy, torch, cuda), counters
   train_config.json the run configuration, for humans and for `train.eval`
-The step directory is assembled under a temporary name and renamed into place, so a run killed while
-saving leaves only a `.tmp` directory that resume ignores and removes. Only plain python values and
-tensors are stored, so everything loads with `torch.load(weights_only=True)`. Full (unsharded) state
-dicts make a checkpoint loadable under any parallelism and world size.
+The step directory is assembled in a hidden temporary sibling and renamed into place (`storage.atomic`),
+so a run killed while saving leaves only a `.step_*` directory that resume ignores and removes. Only
+plain python values and tensors are stored, so everything loads with `torch.load(weights_only=True)`.
+Full (unsharded) state dicts make a checkpoint loadable under any parallelism and world size.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from model.weights import save_model
 from model.config import ModelConfig
+from model.weights import save_model
+from storage.atomic import atomic_dir
 from train.parallel import Dist, barrier
 
 CKPT_SUBDIR = "checkpoints"
@@ -50,9 +51,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def remove_partial(run_dir: str | Path) -> list[Path]:
-    """Delete temporary directories left by a save that was interrupted."""
+    """Delete the hidden temporary directories (``.step_*``) left by a save that was interrupted."""
     root = Path(run_dir) / CKPT_SUBDIR
-    stale = [p for p in root.iterdir() if p.name.endswith(".tmp")] if root.is_dir() else []
+    stale = [p for p in root.iterdir() if p.name.startswith(".step_")] if root.is_dir() else []
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
@@ -93,16 +94,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opti
     root = Path(run_dir) / CKPT_SUBDIR
     final = root / f"step_{step:07d}"
     if d.is_main:
-        tmp = root / f"step_{step:07d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(model_sd, model_cfg, tmp / "model", extra={"step": step})
-        torch.save({**train_state, "step": step, "optimizer": optim_sd, "rng": rng_state()},
-                   tmp / "train_state.pt")
-        (tmp / "train_config.json").write_text(json.dumps(train_config, indent=2))
-        if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
-            shutil.rmtree(final)
-        tmp.rename(final)
+        with atomic_dir(final) as tmp:  # replaces a save of the same step (final save right after a periodic one)
+            save_model(model_sd, model_cfg, tmp / "model", extra={"step": step})
+            torch.save({**train_state, "step": step, "optimizer": optim_sd, "rng": rng_state()},
+                       tmp / "train_state.pt")
+            (tmp / "train_config.json").write_text(json.dumps(train_config, indent=2))
         for _, old in complete_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     barrier(d)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from storage.layout import Layout
+
 
 class ConfigError(ValueError):
     """The run configuration is inconsistent or names an unknown key."""
@@ -67,9 +69,10 @@ class TrainConfig:
     parallel: str = "none"               # none | ddp | fsdp
 
     def __post_init__(self):
-        self.out_dir = self.out_dir or f"out/{self.profile}/train/{self.run}"
-        self.data.tokens_dir = self.data.tokens_dir or f"out/{self.profile}/tokens"
-        self.data.tokenizer = self.data.tokenizer or f"out/{self.profile}/tokenizer/tokenizer.model"
+        tree = Layout.of_profile("out", self.profile)  # the pipeline's output tree of this profile
+        self.out_dir = self.out_dir or str(tree.train_dir(self.run))
+        self.data.tokens_dir = self.data.tokens_dir or str(tree.tokens_dir())
+        self.data.tokenizer = self.data.tokenizer or str(tree.tokenizer_model)
         if "name" not in self.model:
             raise ConfigError("model.name is required (a named config such as tiny, small, llama-7b)")
         if self.parallel not in ("none", "ddp", "fsdp"):

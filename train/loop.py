@@ -7,13 +7,11 @@ definition, parallel wrapping, checkpoint I/O, the data mixture and logging live
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import time
 from pathlib import Path
 
-import sentencepiece as spm
 import torch
 
 try:  # progress bar when available; the loop does not depend on it
@@ -24,6 +22,9 @@ except ImportError:  # pragma: no cover
 from model.recompute import apply_activation_checkpointing
 from model.config import ModelConfig, get_config
 from model.llama import Llama
+from storage.atomic import atomic_write_text
+from storage.checksum import sha256_file
+from tokenizer.spm import TokenizerError, load_tokenizer
 from train.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from train.config import ConfigError, TrainConfig
 from train.eval import evaluate_heldout
@@ -35,11 +36,11 @@ from train.parallel import all_reduce_sum, as_float, grad_sync, init_distributed
 
 def tokenizer_vocab(path: str) -> tuple[int, str]:
     """(vocab size, sha256) of the SentencePiece model the token shards were made with."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"tokenizer not found: {path} (build it first, or set data.tokenizer=...)")
-    sp = spm.SentencePieceProcessor(model_file=str(p))
-    return sp.vocab_size(), hashlib.sha256(p.read_bytes()).hexdigest()
+    try:
+        sp = load_tokenizer(path)
+    except TokenizerError as e:
+        raise ConfigError(f"{e} (build it first, or set data.tokenizer=...)") from None
+    return sp.vocab_size(), sha256_file(path)
 
 
 def check_shards(loader: MixtureLoader, vocab_size: int, tokenizer_sha: str) -> None:
@@ -215,7 +216,7 @@ def _summary(cfg, run_dir, loader, step, stop_reason, last_eval, tokens, elapsed
         "device": device_name,
         "mixture": loader.realised(),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))  # --resume reads it: whole or absent
     if not losses or not math.isfinite(losses[-1]):
         print(f"train: {stop_reason} after {step} steps", flush=True)
         return summary

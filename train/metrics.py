@@ -6,12 +6,13 @@ the resumed step so a killed-and-resumed run's log has no duplicated or orphaned
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 from pathlib import Path
 
 import torch
+
+from storage.atomic import atomic_write_text
 
 # Dense bf16 tensor-core peak FLOP/s per device (vendor datasheets). MFU is reported against these.
 PEAK_FLOPS_BF16 = {
@@ -55,9 +56,7 @@ def truncate_log(path: Path, keep_through_step: int) -> None:
             continue  # a line cut short by a kill
         if isinstance(rec, dict) and rec.get("step", -1) <= keep_through_step:
             kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 class MetricsLog:

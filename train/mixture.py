@@ -36,13 +36,15 @@ class MixtureExhausted(StopIteration):
 
 
 @dataclass(frozen=True)
-class SourceSpec:
+class MixtureSource:
+    """One source's share of the training mixture (not the pipeline's per-source stage list)."""
+
     name: str
     weight: float
     epochs: float = 1.0
 
 
-def read_mixture(manifest: str | os.PathLike | dict) -> dict[str, SourceSpec]:
+def read_mixture(manifest: str | os.PathLike | dict) -> dict[str, MixtureSource]:
     """Per-source weight and epochs from `data_manifest.yaml` (or the same structure as a dict)."""
     if isinstance(manifest, dict):
         doc, where = manifest, "mixture dict"
@@ -62,7 +64,7 @@ def read_mixture(manifest: str | os.PathLike | dict) -> dict[str, SourceSpec]:
         weight, epochs = float(entry["weight"]), float(entry.get("epochs", 1.0))
         if weight < 0 or epochs < 0 or not math.isfinite(weight) or not math.isfinite(epochs):
             raise ValueError(f"{where}: source {name!r} needs finite weight/epochs >= 0")
-        specs[str(name)] = SourceSpec(str(name), weight, epochs)
+        specs[str(name)] = MixtureSource(str(name), weight, epochs)
     return specs
 
 
@@ -134,7 +136,7 @@ class MixtureLoader:
             raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
         self.tokens_dir, self.seq_len, self.seed = Path(tokens_dir), int(seq_len), int(seed)
         self.eval_fraction, self.rank, self.world_size = float(eval_fraction), rank, world_size
-        self.specs: dict[str, SourceSpec] = {}
+        self.specs: dict[str, MixtureSource] = {}
         self.windows: dict[str, SourceWindows] = {}
         self.skipped: dict[str, str] = {}
         for name, spec in sorted(read_mixture(mixture).items()):

@@ -3,23 +3,24 @@
 Why: the trainer must be testable (and demonstrable) without running the data pipeline and without
 the network. The Python standard library's own source files are real text that every machine with
 Python has; they are split into documents, dealt to the manifest's source names, tokenized with a
-freshly trained SentencePiece BPE model (LLaMA options: digits split, byte fallback) and written in
-the DocumentTokenizer layout with sidecars, next to a `data_manifest.yaml` carrying LLaMA's weights.
+freshly trained tokenizer with the pipeline's own LLaMA settings (`tokenizer.spm`) and written by the
+pipeline's own shard writer (`tokenizer.shards`), next to a `data_manifest.yaml` carrying LLaMA's weights.
 
     python -m train.synthetic --out DIR [--vocab 1024] [--max-bytes 4000000]
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sysconfig
 import zlib
 from pathlib import Path
 
-import sentencepiece as spm
 import yaml
 
+from storage.checksum import sha256_file
+from storage.layout import TOKENIZER_FILE
 from tokenizer.shards import write_shard
+from tokenizer.spm import load_tokenizer, train_tokenizer
 
 # LLaMA Table 1: sampling proportion (%) and epochs.
 LLAMA_MIXTURE = {
@@ -48,17 +49,11 @@ def stdlib_documents(max_bytes: int, min_chars: int = 200) -> list[str]:
     return docs
 
 
-def train_tokenizer(docs: list[str], out_dir: Path, vocab_size: int) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = out_dir / "train.txt"
-    corpus.write_text("\n".join(line for d in docs for line in d.splitlines() if line.strip()))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out_dir / "tokenizer"),
-                                   vocab_size=vocab_size, model_type="bpe", split_digits=True,
-                                   byte_fallback=True, character_coverage=1.0, num_threads=1,
-                                   input_sentence_size=200000, shuffle_input_sentence=False,
-                                   minloglevel=2)
-    corpus.unlink()
-    return out_dir / "tokenizer.model"
+def stdlib_tokenizer(docs: list[str], out_dir: Path, vocab_size: int) -> Path:
+    """The LLaMA tokenizer trained on the documents' non-blank lines; returns its tokenizer.model."""
+    lines = [line for d in docs for line in d.splitlines() if line.strip()]
+    train_tokenizer(lines, out_dir, {"vocab_size": vocab_size, "character_coverage": 1.0})
+    return Path(out_dir) / TOKENIZER_FILE
 
 
 def build(out: str | Path, vocab_size: int = 1024, max_bytes: int = 4_000_000,
@@ -67,9 +62,9 @@ def build(out: str | Path, vocab_size: int = 1024, max_bytes: int = 4_000_000,
     out = Path(out)
     mixture = mixture or LLAMA_MIXTURE
     docs = stdlib_documents(max_bytes)
-    model_path = train_tokenizer(docs, out / "tokenizer", vocab_size)
-    sp = spm.SentencePieceProcessor(model_file=str(model_path))
-    sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    model_path = stdlib_tokenizer(docs, out / "tokenizer", vocab_size)
+    sp = load_tokenizer(model_path)
+    sha = sha256_file(model_path)
     names = sorted(mixture)
     by_source: dict[str, list[list[int]]] = {n: [] for n in names}
     for text in docs:  # deal documents to sources by a stable hash of their content
@@ -77,8 +72,8 @@ def build(out: str | Path, vocab_size: int = 1024, max_bytes: int = 4_000_000,
     counts = {}
     for name, ids in by_source.items():
         for k in range(0, len(ids), docs_per_shard):
-            write_shard(out / "tokens" / name, f"{k // docs_per_shard:05d}", ids[k:k + docs_per_shard],
-                        source=name, vocab_size=sp.vocab_size(), eos_id=sp.eos_id(), tokenizer_sha256=sha)
+            write_shard(out / "tokens" / name, ids[k:k + docs_per_shard], rank=k // docs_per_shard, source=name,
+                        vocab_size=sp.vocab_size(), eos_id=sp.eos_id(), bos_id=sp.bos_id(), tokenizer_sha256=sha)
         counts[name] = sum(len(i) + 1 for i in ids)
     manifest = out / "data_manifest.yaml"
     manifest.write_text(yaml.safe_dump({"sources": {n: {"weight": w, "epochs": e} for n, (w, e) in mixture.items()}}))
