@@ -59,7 +59,6 @@ def sample_lines(folders: list[Path], target: int, seed: int, label: str) -> tup
 
 class TokenizerStage(ModelStage):
     name = "tokenizer"
-    output_subdir = "tokenizer"
 
     def requires(self, manifest) -> list[tuple[str, str]]:
         needs = []
@@ -148,7 +147,6 @@ class TokenShardWriter(PipelineStep):
 
 class TokenizeStage(Stage):
     name = "tokenize"
-    output_subdir = "tokens"
     requires_models = ("tokenizer",)
 
     def run(self, io: StageIO) -> None:
