@@ -127,11 +127,5 @@ class BooksExtractor(FileExtractor):
         yield kept(stem, body, **meta)
 
 
-def make_extractor(params: dict) -> BooksExtractor:
+def make_extractor(params: dict | None = None) -> BooksExtractor:
     return construct(BooksExtractor, params, SOURCE)
-
-
-def bench_books(path: str | pathlib.Path) -> tuple[int, int]:
-    """(documents yielded, input bytes) for one book: time this call for docs/s and MB/s."""
-    path = pathlib.Path(path)
-    return sum(1 for _ in BooksExtractor()(path)), path.stat().st_size

@@ -74,11 +74,5 @@ class C4Extractor(FileExtractor):
         return kept(doc_id, text, **meta)
 
 
-def make_extractor(params: dict) -> C4Extractor:
+def make_extractor(params: dict | None = None) -> C4Extractor:
     return construct(C4Extractor, params, SOURCE)
-
-
-def bench_c4(path: str | pathlib.Path) -> tuple[int, int]:
-    """(documents yielded, input bytes) for one file: time this call for docs/s and MB/s."""
-    path = pathlib.Path(path)
-    return sum(1 for _ in C4Extractor()(path)), path.stat().st_size

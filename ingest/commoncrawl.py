@@ -189,13 +189,6 @@ class CommonCrawlExtractor(FileExtractor):
             return b"", exc.reason
 
 
-def make_extractor(params: dict) -> CommonCrawlExtractor:
+def make_extractor(params: dict | None = None) -> CommonCrawlExtractor:
     """Build from the manifest's extract-stage params, e.g. {extractor: resiliparse}."""
     return construct(CommonCrawlExtractor, params, SOURCE)
-
-
-def bench_commoncrawl(path: str | pathlib.Path, extractor: str = "resiliparse") -> tuple[int, int]:
-    """(documents yielded, input bytes) for one file: time this call for docs/s and MB/s."""
-    path = pathlib.Path(path)
-    n = sum(1 for _ in CommonCrawlExtractor(extractor=extractor)(path))
-    return n, path.stat().st_size

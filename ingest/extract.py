@@ -17,6 +17,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
+from ingest.download import DONE_SUFFIX, PART_SUFFIX
 from pipeline import accounting
 from pipeline.documents import exclude
 from pipeline.stages import Stage, StageIO
@@ -31,7 +32,7 @@ def raw_entries(folder: Path | None) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if not p.name.startswith((".", "_")) and not p.name.endswith((".done.json", ".part")) and p.name != "stats.json"
+        if not p.name.startswith((".", "_")) and not p.name.endswith((DONE_SUFFIX, PART_SUFFIX)) and p.name != "stats.json"
     )
 
 

@@ -27,10 +27,8 @@ from typing import Callable, Iterator
 
 from datatrove.data import Document
 
-from ingest.archives import (
-    DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_BYTES, ArchiveLimits, MemberError, archive_format, archive_stem,
-    iter_archive,
-)
+from ingest.archive_members import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_BYTES, ArchiveLimits, MemberError
+from ingest.archives import archive_format, archive_stem, iter_archive
 from ingest.records import construct, excluded, kept, unreadable
 from ingest.safeio import (
     SafeIOError, Unreadable, decode_utf8, iter_lines, open_path, read_capped, replace_surrogates,
@@ -258,7 +256,9 @@ def _archive_survey(path: pathlib.Path, limits: ArchiveLimits) -> tuple[str, lis
     return prefix, [text for name, text in found.items() if name.startswith(prefix) and "/" not in name[len(prefix):]]
 
 
-class Extractor:
+class GithubExtractor:
+    """Extractor (see ingest/extract.py contract) for repositories: folders, archives, RedPajama JSON lines."""
+
     def __init__(
         self,
         licences: list[str] | tuple[str, ...] = tuple(sorted(KEPT_LICENCES)),
@@ -383,13 +383,6 @@ class Extractor:
         return self._finish(doc_id, text, errors + surrogates, meta)
 
 
-def make_extractor(params: dict | None = None) -> Extractor:
+def make_extractor(params: dict | None = None) -> GithubExtractor:
     """From the manifest's extract params, e.g. {licences: [mit, ...], extensions: [.py, ...]}."""
-    return construct(Extractor, params, SOURCE)
-
-
-def bench_github(path: str | pathlib.Path) -> tuple[int, int]:
-    """(documents yielded, input bytes) for one repository: time this call for docs/s and MB/s."""
-    path = pathlib.Path(path)
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-    return sum(1 for _ in make_extractor({})(path)), size
+    return construct(GithubExtractor, params, SOURCE)

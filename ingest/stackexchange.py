@@ -36,7 +36,8 @@ from datatrove.data import Document
 from loguru import logger
 from resiliparse.extract.html2text import extract_plain_text
 
-from ingest.archives import ArchiveLimits, MemberError, archive_format, archive_stem, iter_archive
+from ingest.archive_members import ArchiveLimits, MemberError
+from ingest.archives import archive_format, archive_stem, iter_archive
 from ingest.records import construct, excluded, kept, unreadable
 from ingest.safeio import DEFAULT_MAX_RECORD, SafeIOError, decode_utf8, iter_lines, open_path
 
@@ -162,7 +163,9 @@ class _PostStore:
             self._dir.cleanup()
 
 
-class Extractor:
+class StackExchangeExtractor:
+    """Extractor (see ingest/extract.py contract) for StackExchange sites: ``<site>/Posts.xml`` or ``.7z``."""
+
     def __init__(
         self,
         sites: list[str] | None = None,
@@ -298,17 +301,6 @@ class Extractor:
             yield excluded(f"{site}/{answer_id}", "orphan_answer", site=site, parent_id=parent)
 
 
-NEEDS_WORK_DIR = True  # the extract stage passes params["work_dir"] (a scratch folder inside out/)
-
-
-def make_extractor(params: dict | None = None) -> Extractor:
+def make_extractor(params: dict | None = None) -> StackExchangeExtractor:
     """From the manifest's extract params, e.g. {sites: [...]}; the stage adds work_dir."""
-    return construct(Extractor, params, SOURCE)
-
-
-def bench_stackexchange(path: str | pathlib.Path, work_dir: str | None = None) -> tuple[int, int]:
-    """(documents yielded, input bytes) for one site (folder or .7z): time this call for docs/s
-    and MB/s. Pass a scratch ``work_dir`` to measure the on-disk SQLite grouping used in stages."""
-    path = pathlib.Path(path)
-    size = (path / POSTS_FILE).stat().st_size if path.is_dir() else path.stat().st_size
-    return sum(1 for _ in make_extractor({"work_dir": work_dir})(path)), size
+    return construct(StackExchangeExtractor, params, SOURCE)

@@ -340,12 +340,6 @@ class WikipediaExtractor(FileExtractor):
         return kept(doc_id, text, **meta)
 
 
-def make_extractor(params: dict) -> WikipediaExtractor:
+def make_extractor(params: dict | None = None) -> WikipediaExtractor:
     """From the manifest, e.g. {languages: [bg, ca, …, uk]}."""
     return construct(WikipediaExtractor, params, SOURCE)
-
-
-def bench_wikipedia(path: str | pathlib.Path) -> tuple[int, int]:
-    """(documents yielded, input bytes) for one dump file: time this call for docs/s and MB/s."""
-    path = pathlib.Path(path)
-    return sum(1 for _ in WikipediaExtractor()(path)), path.stat().st_size

@@ -1,4 +1,5 @@
-"""ingest.download against a real HTTP server on 127.0.0.1 (http.server in a thread, real bytes).
+"""ingest.download, ingest.resumable_http and ingest.download_entries against a real HTTP server on
+127.0.0.1 (http.server in a thread, real bytes).
 
 The server misbehaves on request: drops the connection half-way, ignores Range, answers 404/503,
 serves bytes that do not match the manifest's sha256, holds requests to measure concurrency.
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest import download
-from ingest.download import DownloadError, DownloadItem, download_all, expand_items, summarize
+from ingest import download_entries, resumable_http
+from ingest.download import DownloadError, DownloadItem, download_all, summarize
+from ingest.download_entries import expand_items
 
 BODY = os.urandom(300_000)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -383,7 +385,7 @@ def test_path_list_expands_to_file_urls(server, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="give it a base_url"):
         expand_items(["local.paths"], tmp_path)
 
-    monkeypatch.setattr(download, "MAX_LIST_BYTES", 1 << 20)  # the real cap is 256 MiB
+    monkeypatch.setattr(download_entries, "MAX_LIST_BYTES", 1 << 20)  # the real cap is 256 MiB
     (tmp_path / "bomb.paths.gz").write_bytes(gzip.compress(b"crawl-data/x.gz\n" * 70_000))  # 1.1 MiB
     with pytest.raises(DownloadError, match="larger than 1 MiB decompressed"):
         expand_items([{"url": "bomb.paths.gz", "base_url": "http://h/"}], tmp_path)
@@ -407,7 +409,7 @@ def test_bad_entries_raise_one_line(entry, message, tmp_path):
 
 def test_backoff_doubles_with_jitter_and_honours_retry_after(server, tmp_path, monkeypatch):
     slept = []
-    monkeypatch.setattr(download.time, "sleep", slept.append)
+    monkeypatch.setattr(resumable_http.time, "sleep", slept.append)
     server.rules["/down.bin"] = "status:500"
     [r] = download_all([DownloadItem(f"{server.url}/down.bin")], tmp_path, retries=3, backoff=0.5,
                        timeout=10, progress=False)

@@ -1,5 +1,5 @@
-"""Hostile-archive behaviour of ingest.archives: nothing is extracted, every member is
-accounted for, and bad input becomes a stable reason instead of an exception."""
+"""Hostile-archive behaviour of ingest.archives and ingest.sevenzip: nothing is extracted, every
+member is accounted for, and bad input becomes a stable reason instead of an exception."""
 
 import io
 import os
@@ -9,7 +9,8 @@ import zipfile
 import py7zr
 import pytest
 
-from ingest.archives import ArchiveLimits, archive_stem, iter_archive, safe_member_name
+from ingest.archive_members import ArchiveLimits, safe_member_name
+from ingest.archives import archive_stem, iter_archive
 from ingest.safeio import SafeIOError
 
 SMALL = ArchiveLimits(max_member_bytes=1000, max_total_bytes=100_000)

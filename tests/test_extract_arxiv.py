@@ -8,7 +8,8 @@ import tarfile
 
 import pytest
 
-from ingest.arxiv import collect_macros, expand_macros, make_extractor, remove_comments
+from ingest.arxiv import make_extractor
+from ingest.latex_cleaning import collect_macros, expand_macros, remove_comments
 
 SAMPLE = pathlib.Path(__file__).resolve().parent.parent / "data" / "sample" / "arxiv"
 needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason="data/sample/arxiv not present")

@@ -1,0 +1,254 @@
+"""What a source's manifest ``inputs`` stand for: the list of files to download.
+
+Why: the manifest names inputs compactly — templates over languages, sites or numbered ranges, text
+files of URLs, CommonCrawl-style ``*.paths.gz`` lists, local globs and folders — and each form must
+become the same thing, a list of :class:`~ingest.download.DownloadItem`, before anything is fetched.
+Malformed entries fail here, with a one-line ``ValueError``, before any transfer starts.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import logging
+import re
+import urllib.parse
+from pathlib import Path
+from typing import Any, Iterable
+
+from ingest.download import DownloadError, DownloadItem, download_all, is_http, local_path
+from ingest.resumable_http import PermanentFailure, fetch_bytes
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_BYTES = 256 << 20  # a path list (CommonCrawl's wet.paths.gz: ~10 MB unpacked) beyond this is bogus
+ENTRY_KEYS = frozenset({"url", "sha256", "name", "base_url", "max_files"})
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_PASSTHROUGH = ("sha256", "name", "base_url", "max_files")
+_SITE_FILES = {"stackoverflow.com": "stackoverflow.com-Posts"}
+
+
+# ----------------------------------------------------------------------------------------------
+# manifest inputs -> entries (templates, URL lists)
+
+
+def manifest_items(entries: list[Any], repo_root: Path, lists_dir: Path, *, max_files: int | None = None,
+                   retries: int = 5) -> list[DownloadItem]:
+    """A source's manifest inputs -> the items to download. ``{url_list: ...}`` files are fetched into
+    ``lists_dir`` first; ``max_files`` caps every list, range and URL list."""
+    plain: list[Any] = []
+    for entry in normalise_entries(entries, max_files):
+        if isinstance(entry, dict) and "url_list" in entry:
+            plain.extend(_url_list(entry["url_list"], repo_root, lists_dir, max_files))
+        else:
+            plain.append(entry)
+    return expand_items(plain, repo_root, retries=retries)
+
+
+def _url_list(url: str, repo_root: Path, lists_dir: Path, max_files: int | None) -> list[str]:
+    """The URLs of a text file of URLs (one a line, ``#`` comments), fetched like any download."""
+    lst = download_all(expand_items([url], repo_root), lists_dir, progress=False)[0]
+    if not lst.ok:
+        raise RuntimeError(f"download: URL list {url}: {lst.reason}")
+    urls = [u.strip() for u in lst.path.read_text().splitlines() if u.strip() and not u.startswith("#")]
+    return urls[:max_files] if max_files else urls
+
+
+def _expand_template(entry: dict[str, Any]) -> list[Any]:
+    """A ``url_template`` entry -> its URLs: one per language, per site, or per number of a ``{00..99}`` range."""
+    template = entry["url_template"]
+    if "lang_list" in entry:
+        return [template.format(lang=x) for x in entry["lang_list"]]
+    if "site_list" in entry:
+        sites = entry["site_list"]
+        if sites == "largest28":
+            from ingest.stackexchange import LARGEST_SITES
+
+            sites = LARGEST_SITES
+        # the dump ships Stack Overflow split by table; its questions and answers are in -Posts.7z
+        return [template.format(site=_SITE_FILES.get(x, x)) for x in sites]
+    m = _RANGE.search(template)
+    if m:
+        lo, hi, width = int(m.group(1)), int(m.group(2)), len(m.group(1))
+        urls = [template[: m.start()] + str(i).zfill(width) + template[m.end() :] for i in range(lo, hi + 1)]
+        return urls[: entry["max_files"]] if entry.get("max_files") else urls
+    return [template]
+
+
+def normalise_entries(entries: list[Any], max_files: int | None = None) -> list[Any]:
+    """Manifest input entries -> entries ``expand_items`` accepts (strings or {url, ...} dicts)."""
+    out: list[Any] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError(f"download entry must be a string or a mapping, got {entry!r}")
+        if "url_template" in entry:
+            out.extend(_expand_template(entry))
+        elif "paths" in entry:
+            spec = {"url": entry["paths"], **{k: entry[k] for k in _PASSTHROUGH if k in entry}}
+            if max_files and "max_files" not in spec:
+                spec["max_files"] = max_files
+            out.append(spec)
+        elif "url_list" in entry:
+            out.append({"url_list": entry["url_list"]})
+        elif "url" in entry:
+            scheme = entry["url"].split("://", 1)[0] if "://" in entry["url"] else ""
+            if scheme not in ("", "file", "http", "https"):
+                raise ValueError(
+                    f"download entry {entry['url']!r}: {scheme}:// is not fetched by llamix; copy it with the "
+                    f"provider's tool (e.g. `aws s3 sync --request-payer requester`) and list the local folder instead"
+                )
+            out.append({k: v for k, v in entry.items() if k in ("url", *_PASSTHROUGH)})
+        else:
+            raise ValueError(f"download entry {entry!r}: needs url, paths, url_list or url_template")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# entries -> items
+
+
+def expand_items(entries: Iterable[str | dict], repo_root: Path, *, retries: int = 5,
+                 backoff: float = 0.5, timeout: float = 60) -> list[DownloadItem]:
+    """Turn manifest ``download`` entries into concrete items.
+
+    An entry is a URL/path string or a dict ``{url, sha256?, name?, base_url?, max_files?}``:
+    - ``http(s)://...``: one item;
+    - ``*.paths.gz`` / ``*.paths`` (URL or local): a list of relative paths (CommonCrawl's
+      ``wet.paths.gz``) joined to ``base_url`` (default: the list's own origin), first ``max_files``;
+    - local path relative to ``repo_root`` or ``file://`` URL: a file, a glob (``data/x/*.gz``) or a
+      directory (all regular files, recursively, under ``name`` or the directory's own name).
+    A local path that matches nothing stays an item and fails at download as ``not_found``.
+    Malformed entries raise ``ValueError`` with a one-line message.
+    """
+    items: list[DownloadItem] = []
+    for entry in entries:
+        spec = _entry_spec(entry)
+        url = spec["url"]
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        if _is_path_list(url):
+            items.extend(_expand_path_list(spec, repo_root, retries, backoff, timeout))
+        elif scheme in ("http", "https"):
+            _reject_list_keys(spec)
+            items.append(DownloadItem(url, spec.get("sha256"), spec.get("name")))
+        elif scheme in ("", "file"):
+            _reject_list_keys(spec)
+            items.extend(_expand_local(spec, repo_root))
+        else:
+            raise ValueError(f"unsupported URL scheme {scheme!r} in download entry {url!r}")
+    return items
+
+
+def _entry_spec(entry: str | dict) -> dict:
+    if isinstance(entry, str):
+        entry = {"url": entry}
+    if not isinstance(entry, dict):
+        raise ValueError(f"download entry must be a string or a mapping, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - ENTRY_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in download entry {entry!r}; allowed: {sorted(ENTRY_KEYS)}")
+    if not isinstance(entry.get("url"), str) or not entry["url"].strip():
+        raise ValueError(f"download entry {entry!r} has no 'url'")
+    max_files = entry.get("max_files")
+    if max_files is not None and (not isinstance(max_files, int) or isinstance(max_files, bool) or max_files < 0):
+        raise ValueError(f"max_files must be a non-negative integer in download entry {entry!r}")
+    return {**entry, "url": entry["url"].strip()}
+
+
+def _reject_list_keys(spec: dict) -> None:
+    if "base_url" in spec or "max_files" in spec:
+        raise ValueError(f"base_url/max_files only apply to *.paths(.gz) lists, not {spec['url']!r}")
+
+
+def _is_path_list(url: str) -> bool:
+    path = urllib.parse.urlsplit(url).path if "://" in url else url
+    return path.endswith((".paths.gz", ".paths"))
+
+
+def _expand_path_list(spec: dict, repo_root: Path, retries: int, backoff: float,
+                      timeout: float) -> list[DownloadItem]:
+    url = spec["url"]
+    if spec.get("sha256") or spec.get("name"):
+        raise ValueError(f"sha256/name cannot apply to the many files of path list {url!r}")
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    base = spec.get("base_url")
+    if scheme in ("http", "https"):
+        try:
+            raw = fetch_bytes(url, MAX_LIST_BYTES, retries=retries, backoff=backoff, timeout=timeout)
+        except PermanentFailure as e:
+            raise DownloadError(f"cannot fetch path list {url}: {e}") from None
+        base = base or "{0.scheme}://{0.netloc}/".format(urllib.parse.urlsplit(url))
+    else:
+        path = local_path(url, repo_root)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise DownloadError(f"cannot read path list {path}: {e.strerror or e}") from None
+    paths = _list_lines(raw, spec.get("max_files"), url)
+    items = []
+    for p in paths:
+        if is_http(p):
+            items.append(DownloadItem(p))
+        elif not base:
+            raise ValueError(f"path list {url!r} holds relative paths: give it a base_url")
+        else:
+            items.append(DownloadItem(base.rstrip("/") + "/" + p.lstrip("/")))
+    return items
+
+
+def _list_lines(raw: bytes, limit: int | None, url: str) -> list[str]:
+    """The first ``limit`` non-blank, non-# lines of a (gzipped) list, reading no more than needed and
+    never more than MAX_LIST_BYTES decompressed (a gzip bomb is an error, not an out-of-memory)."""
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if raw[:2] == b"\x1f\x8b" else io.BytesIO(raw)
+    lines: list[str] = []
+    seen = 0
+    try:
+        while limit is None or len(lines) < limit:
+            line = stream.readline(1 << 16)
+            if not line:
+                return lines
+            seen += len(line)
+            if seen > MAX_LIST_BYTES:
+                raise DownloadError(f"path list {url} is larger than {MAX_LIST_BYTES >> 20} MiB decompressed")
+            text = line.decode("utf-8").strip()
+            if text and not text.startswith("#"):
+                lines.append(text)
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise DownloadError(f"path list {url} is not valid (gzipped) UTF-8 text: {e}") from None
+    return lines
+
+
+def _expand_local(spec: dict, repo_root: Path) -> list[DownloadItem]:
+    url, name, sha = spec["url"], spec.get("name"), spec.get("sha256")
+    path = local_path(url, repo_root).absolute()
+    if glob.has_magic(str(path)):
+        matches = [Path(m) for m in sorted(glob.glob(str(path), recursive=True))]
+        if not matches:
+            return [DownloadItem(path.as_uri(), sha, name)]  # fails later as not_found, counted
+        if sha:
+            raise ValueError(f"sha256 cannot apply to the many files of glob {url!r}")
+        items = []
+        for m in matches:
+            sub = f"{name}/{m.name}" if name else m.name
+            items.extend(_dir_items(m, sub) if m.is_dir() else [DownloadItem(m.as_uri(), None, sub)])
+        return items
+    if path.is_dir():
+        if sha:
+            raise ValueError(f"sha256 cannot apply to directory {url!r}")
+        return _dir_items(path, name or path.name)
+    return [DownloadItem(path.as_uri(), sha, name)]
+
+
+def _dir_items(directory: Path, prefix: str) -> list[DownloadItem]:
+    """All regular files under ``directory`` (sorted), named ``prefix/<relative path>``.
+    Symlinks are skipped (logged): following them could copy files from outside the source tree."""
+    items = []
+    for p in sorted(directory.rglob("*")):
+        if p.is_symlink():
+            log.warning("download: skipping symlink %s (symlinks are not followed)", p)
+        elif p.is_file():
+            items.append(DownloadItem(p.absolute().as_uri(), None, f"{prefix}/{p.relative_to(directory).as_posix()}"))
+    return items
