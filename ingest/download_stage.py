@@ -19,6 +19,7 @@ from loguru import logger
 from pipeline import accounting
 from ingest.download import DownloadItem, download_all, expand_items, summarize
 from pipeline.manifest import REPO_ROOT
+from pipeline.params import Int, List, Number
 from pipeline.stages import Stage, StageIO
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -79,6 +80,14 @@ def normalise_entries(entries: list[Any], max_files: int | None = None) -> list[
 
 class DownloadStage(Stage):
     name = "download"
+    PARAMS = {
+        "inputs": List("download entries", nonempty=True),  # instead of the source's inputs (entries checked when expanded)
+        "max_files": Int(0, nullable=True),  # of each path list / URL list / numbered template
+        "max_concurrency": Int(1),
+        "retries": Int(0),
+        "backoff": Number(0),
+        "timeout": Number(above=0),
+    }
 
     def tasks(self, io: StageIO) -> int:
         return 1

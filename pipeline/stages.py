@@ -16,13 +16,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
 from pipeline import accounting
+from pipeline import params as P
 from pipeline.documents import ParquetShardReader, ParquetShardWriter, list_shards, read_documents
 
 SUCCESS = "_SUCCESS"
@@ -89,15 +90,44 @@ class Stage:
 
     ``requires_models`` names model stages whose artefacts must exist before this stage runs.
     ``output_subdir`` overrides the output folder name (``tokens`` for tokenize).
+    ``PARAMS`` declares the stage's parameters (``pipeline.params``); ``SOURCE_PARAMS`` adds, per
+    source, those only that source takes (the extract stage's extractor options). ``self.params`` is
+    the checked dict, defaults filled in.
     """
 
     name: ClassVar[str] = ""
     requires_models: ClassVar[tuple[str, ...]] = ()
     output_subdir: ClassVar[str | None] = None
     produces_documents: ClassVar[bool] = True
+    PARAMS: ClassVar[Mapping[str, P.Param]] = {}
+    SOURCE_PARAMS: ClassVar[Mapping[str, Mapping[str, P.Param]]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):
-        self.params = dict(params or {})
+        self.params = self.check_params(params)
+
+    @classmethod
+    def params_spec(cls, source: str | None = None) -> dict[str, P.Param]:
+        """The parameters the stage takes for ``source`` (for any source when None)."""
+        spec = dict(cls.PARAMS)
+        if source is None:
+            for per_source in cls.SOURCE_PARAMS.values():
+                for key, param in per_source.items():
+                    spec.setdefault(key, param)
+        else:
+            spec.update(cls.SOURCE_PARAMS.get(source, {}))
+        return spec
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any] | None, source: str | None = None) -> dict[str, Any]:
+        """``params`` checked against the declaration (``pipeline.params.check``) and ``check_together``;
+        raises ``ParamError`` (one line naming the key)."""
+        values = P.check(cls.params_spec(source), params)
+        cls.check_together(values)
+        return values
+
+    @classmethod
+    def check_together(cls, values: dict[str, Any]) -> None:
+        """Constraints between checked parameters; raise ``ParamError`` naming one of them."""
 
     def run(self, io: StageIO) -> None:
         raise NotImplementedError

@@ -27,6 +27,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipeline import accounting
 from pipeline.documents import read_documents
+from pipeline.params import Bool, Choice, Int, Number
 from pipeline.stages import ModelStage, Stage, StageIO
 
 TOKENIZER_FILE = "tokenizer.model"
@@ -75,6 +76,11 @@ def sample_lines(folders: list[Path], target: int, seed: int, label: str) -> tup
 
 class TokenizerStage(ModelStage):
     name = "tokenizer"
+    PARAMS = {
+        "vocab_size": Int(1), "model_type": Choice(("bpe", "unigram", "char", "word")), "split_digits": Bool(),
+        "byte_fallback": Bool(), "character_coverage": Number(hi=1, above=0), "max_sentences": Int(1),
+        "max_sentence_length": Int(1), "num_threads": Int(1), "seed": Int(0),
+    }
     output_subdir = "tokenizer"
 
     def requires(self, manifest) -> list[tuple[str, str]]:
@@ -264,6 +270,7 @@ class TokenShardWriter(PipelineStep):
 
 class TokenizeStage(Stage):
     name = "tokenize"
+    PARAMS = {"batch_size": Int(1), "max_tokens_per_shard": Int(1), "num_threads": Int(1), "bos": Bool()}
     output_subdir = "tokens"
     requires_models = ("tokenizer",)
 
