@@ -30,9 +30,11 @@ from datatrove.pipeline.base import PipelineStep
 from dedup.hashing import shingle_hashes, words
 from dedup.signatures import MinHasher
 from dedup.steps import CollectStep, DecideStep
-from dedup.workfiles import atomic_parquet, atomic_save, fraction_param, int_param, load
+from dedup.workfiles import load, save
 from pipeline.documents import exclude, is_excluded
+from pipeline.params import Fraction, Int
 from pipeline.stages import Stage, StageIO
+from storage.atomic import atomic_path
 
 DECISIONS = pa.schema([("index", pa.int64()), ("duplicate_of", pa.string()), ("containment", pa.float64())])
 
@@ -60,10 +62,10 @@ class BookShingler(CollectStep):
         counts = np.array([len(s) for s in sets], dtype=np.int64)
         sig = hasher.signatures_of_flat(flat >> np.uint64(32), counts)
         files = book_files(self.work_dir, rank)
-        atomic_save(files["offsets"], np.concatenate(([0], np.cumsum(counts))))
-        atomic_save(files["signatures"], sig)
-        atomic_save(files["chars"], np.array(chars, dtype=np.int64))
-        atomic_save(files["shingles"], flat)  # written last: its presence means the task finished
+        save(files["offsets"], np.concatenate(([0], np.cumsum(counts))))
+        save(files["signatures"], sig)
+        save(files["chars"], np.array(chars, dtype=np.int64))
+        save(files["shingles"], flat)  # written last: its presence means the task finished
         return n
 
 
@@ -131,7 +133,8 @@ class OverlapDecider(PipelineStep):
                 },
                 schema=DECISIONS,
             )
-            atomic_parquet(Path(self.work_dir) / "decisions" / f"{r:05d}.parquet", table)
+            with atomic_path(Path(self.work_dir) / "decisions" / f"{r:05d}.parquet") as tmp:
+                pq.write_table(table, tmp)
         return
         yield
 
@@ -154,13 +157,17 @@ class BookMarker(DecideStep):
 
 class BookDedupStage(Stage):
     name = "bookdedup"
+    PARAMS = {
+        "threshold": Fraction(0.9),  # containment above which the shorter book goes
+        "candidate_threshold": Fraction(lambda p: max(0.0, p["threshold"] - 0.2)),  # LSH Ensemble query
+        "num_perm": Int(8, 4096, default=128),
+        "ngram": Int(1, 64, default=5),
+        "seed": Int(0, 2**63 - 1, default=1),
+    }
 
     def run(self, io: StageIO) -> None:
-        threshold = fraction_param(io.params, "threshold", 0.9)
-        candidate = fraction_param(io.params, "candidate_threshold", max(0.0, threshold - 0.2))
-        num_perm = int_param(io.params, "num_perm", 128, 8, 4096)
-        ngram = int_param(io.params, "ngram", 5, 1, 64)
-        seed = int_param(io.params, "seed", 1, 0, 2**63 - 1)
+        p = self.params
+        threshold, candidate, num_perm, ngram, seed = p["threshold"], p["candidate_threshold"], p["num_perm"], p["ngram"], p["seed"]
         tasks = self.tasks(io)
         io.run_pass("shingles", [io.reader(), BookShingler(io.work_dir, num_perm, ngram, seed)], tasks=tasks)
         io.run_pass("overlap", [OverlapDecider(io.work_dir, tasks, io.input_files, num_perm, threshold, candidate)], tasks=1)

@@ -24,8 +24,9 @@ from datatrove.data import DocumentsPipeline
 from numpy.lib.recfunctions import repack_fields
 
 from dedup.steps import CollectStep, DecideStep, PartitionStep
-from dedup.workfiles import first_occurrence, gather_rank, int_param, read_partition, split_by_rank, write_partitioned
+from dedup.workfiles import first_occurrence, gather_rank, read_partition, split_by_rank, write_partitioned
 from pipeline.documents import exclude, is_excluded
+from pipeline.params import Int
 from pipeline.stages import Stage, StageIO
 
 FILE = np.dtype([("h", "<u8"), ("h2", "<u8"), ("doc", "<u4")])
@@ -103,9 +104,10 @@ class CopyRemover(DecideStep):
 
 class ExactDedupStage(Stage):
     name = "exactdedup"
+    PARAMS = {"prefix_bits": Int(0, 12, default=2)}  # 2^bits partitions of the ``first`` pass
 
     def run(self, io: StageIO) -> None:
-        bits = int_param(io.params, "prefix_bits", 2, 0, 12)
+        bits = self.params["prefix_bits"]
         tasks = self.tasks(io)
         io.run_pass("hash", [io.reader(), FileHasher(io.work_dir, bits)], tasks=tasks)
         io.run_pass("first", [FirstCopy(io.work_dir, tasks)], tasks=1 << bits)

@@ -23,11 +23,11 @@ import numpy as np
 from numpy.lib.recfunctions import repack_fields
 from datatrove.data import DocumentsPipeline
 
-from dedup.hashing import line_hasher, normalize_line
+from dedup.hashing import HASHES, line_hasher, normalize_line
 from dedup.steps import CollectStep, DecideStep, PartitionStep
-from dedup.workfiles import (atomic_save, first_occurrence, gather_rank, int_param, read_partition,
-                             split_by_rank, write_partitioned)
+from dedup.workfiles import first_occurrence, gather_rank, read_partition, save, split_by_rank, write_partitioned
 from pipeline.documents import exclude, is_excluded
+from pipeline.params import Choice, Int
 from pipeline.stages import Stage, StageIO
 
 LINE = np.dtype([("h", "<u8"), ("doc", "<u4"), ("line", "<u4")])
@@ -74,7 +74,7 @@ class FirstOccurrence(PartitionStep):
         root = Path(self.work_dir)
         recs = read_partition(root / "hashes", rank, self.ranks, RANKED)
         dup, _ = first_occurrence(recs, ["h"])
-        atomic_save(root / "first" / f"{rank:04d}.npy", recs[~dup])
+        save(root / "first" / f"{rank:04d}.npy", recs[~dup])
         drops = recs[dup]
         self.stat_update("lines", value=len(recs))
         self.stat_update("duplicate_lines", value=len(drops))
@@ -118,12 +118,14 @@ class LineRemover(DecideStep):
 
 class LineDedupStage(Stage):
     name = "linededup"
+    PARAMS = {
+        "hash": Choice(HASHES, "sha1_64"),  # line hash: first 8 bytes of SHA-1 (CCNet) or xxh64
+        "prefix_bits": Int(0, 12, default=4),  # 2^bits partitions of the ``first`` pass
+        "min_length": Int(0, 10**9, default=300),  # characters a document must keep
+    }
 
     def run(self, io: StageIO) -> None:
-        kind = io.params.get("hash", "sha1_64")
-        line_hasher(kind)  # validate before any pass runs
-        bits = int_param(io.params, "prefix_bits", 4, 0, 12)
-        min_length = int_param(io.params, "min_length", 300, 0, 10**9)
+        kind, bits, min_length = self.params["hash"], self.params["prefix_bits"], self.params["min_length"]
         tasks = self.tasks(io)
         io.run_pass("hash", [io.reader(), LineHasher(io.work_dir, kind, bits)], tasks=tasks)
         io.run_pass("first", [FirstOccurrence(io.work_dir, tasks)], tasks=1 << bits)

@@ -31,9 +31,11 @@ from loguru import logger
 from dedup.lsh import EDGE, components, doc_key, merge_runs, sorted_buckets, split_key, star_edges
 from dedup.signatures import EMPTY, MinHasher, band_hashes, lsh_threshold, p_candidate
 from dedup.steps import CollectStep, DecideStep, PartitionStep
-from dedup.workfiles import atomic_json, atomic_parquet, atomic_save, fraction_param, int_param, load
+from dedup.workfiles import load, save
 from pipeline.documents import exclude, is_excluded
+from pipeline.params import Fraction, Int
 from pipeline.stages import Stage, StageIO
+from storage.atomic import atomic_path, atomic_write_json
 
 BATCH = 512
 CLUSTERS = pa.schema([("index", pa.int64()), ("cluster", pa.string()), ("size", pa.int64())])
@@ -64,12 +66,12 @@ class SignatureWriter(CollectStep):
             n += len(batch)
             self.stat_update("documents", value=len(batch))
         sig = np.concatenate(sigs) if sigs else np.empty((0, self.bands * self.rows), dtype=np.uint32)
-        atomic_save(sig_path(self.work_dir, rank), sig)
+        save(sig_path(self.work_dir, rank), sig)
         live = np.flatnonzero(sig[:, 0] != EMPTY) if len(sig) else np.empty(0, dtype=np.int64)
         keys = doc_key(rank, live)
         bh = band_hashes(sig[live], self.bands, self.rows)
         for b in range(self.bands):
-            atomic_save(bucket_path(self.work_dir, b, rank), sorted_buckets(bh[:, b], keys))
+            save(bucket_path(self.work_dir, b, rank), sorted_buckets(bh[:, b], keys))
         return n
 
 
@@ -86,7 +88,7 @@ class BucketMerger(PartitionStep):
         edges = [star_edges(batch) for batch in merge_runs(paths)]
         edges = np.unique(np.concatenate(edges)) if edges else np.empty(0, dtype=EDGE)
         self.stat_update("candidate_pairs", value=len(edges))
-        atomic_save(Path(self.work_dir) / "edges" / f"{rank:03d}.npy", edges)
+        save(Path(self.work_dir) / "edges" / f"{rank:03d}.npy", edges)
         return
         yield
 
@@ -142,7 +144,8 @@ class ClusterBuilder(PipelineStep):
         for r in range(self.ranks):
             sel = ranks == r
             table = pa.table({"index": idx[sel], "cluster": root_ids[sel].tolist(), "size": sizes[sel]}, schema=CLUSTERS)
-            atomic_parquet(work / "clusters" / f"{r:05d}.parquet", table)
+            with atomic_path(work / "clusters" / f"{r:05d}.parquet") as tmp:
+                pq.write_table(table, tmp)
         summary = {
             "candidate_pairs": int(len(edges)),
             "verified_pairs": int(len(verified)),
@@ -150,7 +153,7 @@ class ClusterBuilder(PipelineStep):
             "documents_in_clusters": int(len(nodes)),
             "clusters": int(len(np.unique(roots))),
         }
-        atomic_json(work / "clusters" / "summary.json", summary)
+        atomic_write_json(work / "clusters" / "summary.json", summary, indent=None, sort_keys=False)
         self.stat_update("verified_pairs", value=len(verified))
         return
         yield
@@ -188,13 +191,17 @@ def lsh_summary(bands: int, rows: int) -> dict[str, Any]:
 
 class MinhashStage(Stage):
     name = "minhash"
+    PARAMS = {
+        "bands": Int(1, 1024, default=14),  # LSH shape: bands x rows hashes
+        "rows": Int(1, 1024, default=8),
+        "ngram": Int(1, 64, default=5),  # words per shingle
+        "seed": Int(0, 2**63 - 1, default=1),  # permutation seed
+        "verify_threshold": Fraction(0.7),  # signature agreement needed to accept a candidate pair
+    }
 
     def run(self, io: StageIO) -> None:
-        bands = int_param(io.params, "bands", 14, 1, 1024)
-        rows = int_param(io.params, "rows", 8, 1, 1024)
-        ngram = int_param(io.params, "ngram", 5, 1, 64)
-        seed = int_param(io.params, "seed", 1, 0, 2**63 - 1)
-        verify = fraction_param(io.params, "verify_threshold", 0.7)
+        p = self.params
+        bands, rows, ngram, seed, verify = p["bands"], p["rows"], p["ngram"], p["seed"], p["verify_threshold"]
         lsh = lsh_summary(bands, rows)
         logger.info(
             f"{io.stage}/{io.source}: {bands} bands x {rows} rows = {bands * rows} hashes, threshold (1/b)^(1/r) = "
@@ -207,5 +214,5 @@ class MinhashStage(Stage):
         io.run_pass("clusters", [ClusterBuilder(io.work_dir, bands, tasks, io.input_files, verify)], tasks=1)
         io.run_pass("main", [io.reader(account=True), ClusterMarker(io.work_dir, io.stage), io.writer()], tasks=tasks)
         summary = {**lsh, "verify_threshold": verify, **json.loads((io.work_dir / "clusters" / "summary.json").read_text())}
-        atomic_json(io.output_dir / "minhash.json", summary)
+        atomic_write_json(io.output_dir / "minhash.json", summary, indent=None, sort_keys=False)
         return summary

@@ -16,7 +16,7 @@ from pathlib import Path
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from dedup.workfiles import atomic_json
+from storage.atomic import atomic_write_json
 
 
 def count_path(work_dir: str | Path, rank: int) -> Path:
@@ -36,7 +36,7 @@ class CollectStep(PipelineStep):
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         n = self.collect(data or (), rank)
-        atomic_json(count_path(self.work_dir, rank), {"documents": n})
+        atomic_write_json(count_path(self.work_dir, rank), {"documents": n}, indent=None, sort_keys=False)
         return
         yield
 

@@ -1,37 +1,26 @@
 """Intermediate files of the multi-pass dedup stages, and the first-occurrence rule.
 
 Why: a global dedup decision needs every shard's hashes, but no process may hold the corpus. Each
-pass writes small per-task numpy files under the stage's work folder (atomically: tmp then rename,
-so a killed task leaves nothing a rerun could mistake for its output), partitioned so that the next
-pass reads only its slice. "First" always means smallest (shard rank, document index, line index):
+pass writes small per-task numpy files under the stage's work folder (atomically, through
+``storage.atomic``: a killed task leaves nothing a rerun could mistake for its output), partitioned so
+that the next pass reads only its slice. "First" always means smallest (shard rank, document index, line index):
 the order of the input, which does not depend on how many tasks or workers run.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
+from storage.atomic import atomic_open
 
-def atomic_save(path: str | Path, array: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+
+def save(path: str | Path, array: np.ndarray) -> None:
+    """``np.save`` written then renamed into place (``storage.atomic``)."""
+    with atomic_open(path) as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def atomic_json(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def load(path: str | Path, mmap: bool = False) -> np.ndarray:
@@ -56,7 +45,7 @@ def write_partitioned(root: Path, rank: int, records: np.ndarray, bits: int, key
     order = np.argsort(parts, kind="stable")  # stable: input order kept within a partition
     bounds = np.searchsorted(parts[order], np.arange((1 << bits) + 1))
     for p in range(1 << bits):
-        atomic_save(part_path(root, p, rank), records[order[bounds[p] : bounds[p + 1]]])
+        save(part_path(root, p, rank), records[order[bounds[p] : bounds[p + 1]]])
 
 
 def read_partition(root: Path, part: int, ranks: int, dtype: np.dtype) -> np.ndarray:
@@ -99,7 +88,7 @@ def first_occurrence(records: np.ndarray, keys: Iterable[str]) -> tuple[np.ndarr
 def split_by_rank(root: Path, part: int, ranks: int, records: np.ndarray) -> None:
     """Write ``records`` (with a ``rank`` column) as one file per rank for partition ``part``."""
     for rank in range(ranks):
-        atomic_save(part_path(root, part, rank), records[records["rank"] == rank])
+        save(part_path(root, part, rank), records[records["rank"] == rank])
 
 
 def gather_rank(root: Path, parts: int, rank: int) -> np.ndarray:
@@ -111,27 +100,3 @@ def gather_rank(root: Path, parts: int, rank: int) -> np.ndarray:
             raise FileNotFoundError(f"dedup work file {path} is missing (an earlier pass did not finish)")
         chunks.append(load(path))
     return np.concatenate(chunks)
-
-
-def atomic_parquet(path: str | Path, table) -> None:
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def int_param(params: dict, key: str, default: int, lo: int, hi: int) -> int:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{key}: expected an integer in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def fraction_param(params: dict, key: str, default: float) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{key}: expected a fraction in [0, 1], got {value!r}")
-    return float(value)

@@ -19,12 +19,11 @@ import re
 from datatrove.data import Document
 
 from filters.base import LlamixFilter
+from pipeline.params import Number
 from pipeline.stages import DocumentStage, StageIO
 
 NON_ALNUM = re.compile(r"[\W_]+")
 NON_ALPHA = re.compile(r"[\W\d_]+")
-
-DEFAULTS = {"max_line_length": 1000, "max_mean_line_length": 100, "min_alnum_fraction": 0.25, "min_alpha_per_token": 1.5}
 
 
 def code_signals(text: str, pre_tokenizer) -> dict[str, float]:
@@ -81,19 +80,14 @@ class CodeQualityFilter(LlamixFilter):
         return True
 
 
-def number_params(params: dict, defaults: dict[str, float]) -> dict[str, float]:
-    """Pick ``defaults``' keys from ``params``, each a non-negative number (one-line error otherwise)."""
-    out = {}
-    for key, default in defaults.items():
-        value = params.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{key}: expected a non-negative number, got {value!r}")
-        out[key] = value
-    return out
-
-
 class CodeQualityStage(DocumentStage):
     name = "code_quality"
+    PARAMS = {  # RedPajama v1's thresholds
+        "max_line_length": Number(0, default=1000),
+        "max_mean_line_length": Number(0, default=100),
+        "min_alnum_fraction": Number(0, 1, default=0.25),
+        "min_alpha_per_token": Number(0, default=1.5),
+    }
 
     def steps(self, io: StageIO):
-        return [CodeQualityFilter(**number_params(io.params, DEFAULTS), stage=io.stage)]
+        return [CodeQualityFilter(**self.params, stage=io.stage)]

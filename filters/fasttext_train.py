@@ -3,7 +3,7 @@
 Why: with fasttext-numpy2 0.10, ``train_supervised(thread=1, seed=s)`` gives the same model for the
 same data only the first time it runs in a process; later trainings in the same process drift (and can
 end in "Encountered NaN"). Training in a child interpreter makes every build reproducible for its seed.
-This module imports nothing but fastText so the child starts fast.
+This module imports nothing but fastText (and ``storage.atomic``, stdlib only) so the child starts fast.
 
     python -m filters.fasttext_train MODEL_PATH '{"input": "train.txt", "dim": 64, ...}'
 """
@@ -17,25 +17,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from storage.atomic import atomic_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def train_supervised(model_path: str | Path, timeout: float = 1800, **kwargs: Any) -> None:
     """``fasttext.train_supervised(**kwargs)`` in a child process, saved to ``model_path`` atomically."""
-    model_path = Path(model_path)
-    tmp = model_path.with_name(f".{model_path.name}.{os.getpid()}.tmp")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "filters.fasttext_train", str(tmp), json.dumps(kwargs)]
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"fastText training did not finish in {timeout:.0f}s (killed); rerun to retry") from None
-    if done.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"fastText training failed ({last}); try a lower lr or fewer epochs")
-    os.replace(tmp, model_path)
+    with atomic_path(model_path) as tmp:  # the child saves to tmp; renamed onto model_path on success
+        cmd = [sys.executable, "-m", "filters.fasttext_train", str(tmp), json.dumps(kwargs)]
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"fastText training did not finish in {timeout:.0f}s (killed); rerun to retry") from None
+        if done.returncode != 0 or not tmp.is_file():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ValueError(f"fastText training failed ({last}); try a lower lr or fewer epochs")
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from filters.normalize import normalize
+from storage.atomic import atomic_path
 
 KENLM_BIN_ENV = "LLAMIX_KENLM_BIN"
 
@@ -99,26 +100,30 @@ class LanguageModel:
 
 def train_sentencepiece(text_file: Path, model_path: Path, vocab_size: int, max_sentences: int = 2_000_000) -> None:
     """Unigram SentencePiece on a file of normalised lines (sampling at most ``max_sentences``),
-    written under a temporary prefix then renamed."""
+    written under a temporary name then renamed (``storage.atomic``)."""
     import sentencepiece as spm
 
-    prefix = model_path.with_name(f".{model_path.name}.{os.getpid()}")
-    spm.SentencePieceTrainer.train(
-        input=str(text_file),
-        model_prefix=str(prefix),
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,  # small corpora (the sample) cannot always fill the vocabulary
-        character_coverage=0.9999,
-        input_sentence_size=max_sentences,
-        shuffle_input_sentence=True,
-        num_threads=1,
-        minloglevel=2,
-    )
     from tokenizer.spm import strip_build_paths
 
-    strip_build_paths(Path(f"{prefix}.model"))  # same text, same bytes, whatever the output folder
-    os.replace(f"{prefix}.model", model_path)
-    Path(f"{prefix}.vocab").unlink(missing_ok=True)
+    with atomic_path(model_path) as tmp:
+        prefix = tmp.with_suffix("")  # SentencePiece writes <prefix>.model and <prefix>.vocab
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(text_file),
+                model_prefix=str(prefix),
+                vocab_size=vocab_size,
+                hard_vocab_limit=False,  # small corpora (the sample) cannot always fill the vocabulary
+                character_coverage=0.9999,
+                input_sentence_size=max_sentences,
+                shuffle_input_sentence=True,
+                num_threads=1,
+                minloglevel=2,
+            )
+            Path(f"{prefix}.model").rename(tmp)
+        finally:
+            Path(f"{prefix}.model").unlink(missing_ok=True)
+            Path(f"{prefix}.vocab").unlink(missing_ok=True)
+        strip_build_paths(tmp)  # same text, same bytes, whatever the output folder
 
 
 def run_tool(cmd: list[str], stdin=None, stdout=None) -> None:
@@ -135,9 +140,8 @@ def train_kenlm(pieces_file: Path, binary_path: Path, order: int, work_dir: Path
     with open(pieces_file, "rb") as src, open(arpa, "wb") as dst:
         # --discount_fallback: small corpora lack the count-of-counts that Kneser-Ney discounts need
         run_tool([lmplz, "-o", str(order), "-S", memory, "-T", str(work_dir), "--discount_fallback"], stdin=src, stdout=dst)
-    tmp = binary_path.with_name(f".{binary_path.name}.{os.getpid()}.tmp")
-    run_tool([build_binary, str(arpa), str(tmp)], stdout=subprocess.DEVNULL)
-    os.replace(tmp, binary_path)
+    with atomic_path(binary_path) as tmp:
+        run_tool([build_binary, str(arpa), str(tmp)], stdout=subprocess.DEVNULL)
     size = arpa.stat().st_size
     arpa.unlink()
     return size

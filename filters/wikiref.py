@@ -19,8 +19,8 @@ from datatrove.data import Document
 
 from filters.fasttext_filter import FastTextFilter, load_fasttext, one_line
 from filters.fasttext_train import train_supervised
-from filters.langid import fraction_param
 from pipeline.documents import read_documents
+from pipeline.params import Bool, Fraction, Free, Int, Number, ParamError, shown
 from pipeline.stages import DocumentStage, ModelStage, StageIO
 
 POSITIVE, NEGATIVE = "__label__ref", "__label__random"
@@ -71,20 +71,43 @@ def binary_metrics(scores: list[float], truth: list[bool], threshold: float) -> 
     }
 
 
+def stage_outputs(value: Any) -> list[dict[str, str]]:
+    """``{source, after}`` or a list of them (the documents of a class: ``source``'s output of stage ``after``)."""
+    entries = value if isinstance(value, list) else [value]
+    for i, entry in enumerate(entries):
+        if (not isinstance(entry, dict) or set(entry) != {"source", "after"}
+                or not all(isinstance(v, str) and v for v in entry.values())):
+            raise ParamError(f"[{i}]" if isinstance(value, list) else "", f"expected {{source: NAME, after: STAGE}}, got {shown(entry)}")
+    if not entries:
+        raise ValueError("expected at least one {source, after}")
+    return [dict(e) for e in entries]
+
+
 class WikirefTrainStage(ModelStage):
     name = "wikiref_train"
+    PARAMS = {
+        "positive": Free("{source, after} or a list of them", stage_outputs, [{"source": "wikipedia", "after": "extract"}]),
+        "negative": Free("{source, after} or a list of them", stage_outputs, [{"source": "commoncrawl", "after": "langid"}]),
+        "max_examples": Int(1, default=300_000),  # per class, before the held-out split
+        "heldout_fraction": Fraction(0.2),  # of the documents, held out for the accuracy figures
+        "positive_chunk_chars": Int(0, default=3000),  # long documents cut into page-sized chunks (0: not cut)
+        "negative_chunk_chars": Int(0, default=0),
+        "max_chunks_per_doc": Int(1, default=5),
+        "balance": Bool(True),  # equal class sizes
+        "seed": Int(0, default=0),
+        "threshold": Fraction(0.25),  # the wikiref stage's threshold, for the held-out figures
+        # fastText train_supervised
+        "dim": Int(1, default=64),
+        "epochs": Int(1, default=5),
+        "lr": Number(above=0, default=0.5),
+        "wordNgrams": Int(1, default=2),
+        "bucket": Int(0, default=1_000_000),  # hashed n-gram buckets (model size ~ bucket x dim x 4 bytes)
+        "minCount": Int(1, default=1),
+    }
 
     def _specs(self) -> list[tuple[str, str, bool]]:
-        positive = self.params.get("positive", [{"source": "wikipedia", "after": "extract"}])
-        negative = self.params.get("negative", {"source": "commoncrawl", "after": "langid"})
-        positive = positive if isinstance(positive, list) else [positive]
-        negative = negative if isinstance(negative, list) else [negative]
-        specs = []
-        for spec, label in [(p, True) for p in positive] + [(n, False) for n in negative]:
-            if not isinstance(spec, dict) or "source" not in spec or "after" not in spec:
-                raise ValueError(f"wikiref_train: positive/negative entries are {{source, after}}, got {spec!r}")
-            specs.append((spec["source"], spec["after"], label))
-        return specs
+        p = self.params
+        return [(s["source"], s["after"], True) for s in p["positive"]] + [(s["source"], s["after"], False) for s in p["negative"]]
 
     def requires(self, manifest) -> list[tuple[str, str]]:
         return [(source, after) for source, after, _ in self._specs()]
@@ -113,7 +136,7 @@ class WikirefTrainStage(ModelStage):
         docs = list(docs)
         rng.shuffle(docs)
         n_held = max(1, round(len(docs) * heldout)) if len(docs) > 1 else 0
-        per_doc = int(self.params.get("max_chunks_per_doc", 5))  # one long document must not dominate a class
+        per_doc = self.params["max_chunks_per_doc"]  # one long document must not dominate a class
 
         def chunks(group: list[str]) -> list[str]:
             return [c for d in group for c in page_chunks(d, chunk_chars)[:per_doc]]
@@ -126,17 +149,17 @@ class WikirefTrainStage(ModelStage):
 
     def build(self, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
         p = self.params
-        seed = int(p.get("seed", 0))
+        seed = p["seed"]
         rng = random.Random(seed)
-        heldout = fraction_param(p, "heldout_fraction", 0.2)
-        cap = int(p.get("max_examples", 300_000))
+        heldout = p["heldout_fraction"]
+        cap = p["max_examples"]
         pos_docs, neg_docs = self._documents(inputs, rng, cap)
-        pos_train, pos_test = self._split(pos_docs, rng, int(p.get("positive_chunk_chars", 3000)), cap, heldout)
-        neg_train, neg_test = self._split(neg_docs, rng, int(p.get("negative_chunk_chars", 0)), cap, heldout)
+        pos_train, pos_test = self._split(pos_docs, rng, p["positive_chunk_chars"], cap, heldout)
+        neg_train, neg_test = self._split(neg_docs, rng, p["negative_chunk_chars"], cap, heldout)
         for name, train, test in (("positive", pos_train, pos_test), ("negative", neg_train, neg_test)):
             if len(train) < 5 or not test:
                 raise ValueError(f"wikiref_train: too few {name} examples ({len(train)} train, {len(test)} held out)")
-        if p.get("balance", True):  # equal classes: the prior does not leak into scores, chance is 50%
+        if p["balance"]:  # equal classes: the prior does not leak into scores, chance is 50%
             n_train, n_test = min(len(pos_train), len(neg_train)), min(len(pos_test), len(neg_test))
             pos_train, neg_train, pos_test, neg_test = pos_train[:n_train], neg_train[:n_train], pos_test[:n_test], neg_test[:n_test]
         examples = [f"{POSITIVE} {classifier_text(t)}" for t in pos_train] + [f"{NEGATIVE} {classifier_text(t)}" for t in neg_train]
@@ -147,8 +170,8 @@ class WikirefTrainStage(ModelStage):
         train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
         train_supervised(
             io.output_dir / MODEL_FILE,
-            input=str(train_file), dim=int(p.get("dim", 64)), epoch=int(p.get("epochs", 5)), lr=float(p.get("lr", 0.5)),
-            wordNgrams=int(p.get("wordNgrams", 2)), bucket=int(p.get("bucket", 1_000_000)), minCount=int(p.get("minCount", 1)),
+            input=str(train_file), dim=p["dim"], epoch=p["epochs"], lr=float(p["lr"]),
+            wordNgrams=p["wordNgrams"], bucket=p["bucket"], minCount=p["minCount"],
             loss="softmax", thread=1, seed=seed, verbose=0,
         )
         model = load_fasttext(io.output_dir / MODEL_FILE)
@@ -158,7 +181,7 @@ class WikirefTrainStage(ModelStage):
         return {
             "examples": {"positive_train": len(pos_train), "negative_train": len(neg_train), "positive_heldout": len(pos_test), "negative_heldout": len(neg_test)},
             "heldout": binary_metrics(scores, truth, 0.5),
-            "heldout_at_stage_threshold": binary_metrics(scores, truth, float(p.get("threshold", 0.25))),
+            "heldout_at_stage_threshold": binary_metrics(scores, truth, p["threshold"]),
             "model_bytes": (io.output_dir / MODEL_FILE).stat().st_size,
         }
 
@@ -184,9 +207,10 @@ class WikirefFilter(FastTextFilter):
 class WikirefStage(DocumentStage):
     name = "wikiref"
     requires_models = ("wikiref_train",)
+    PARAMS = {"threshold": Fraction(0.25)}  # RedPajama: keep P(reference) >= 0.25
 
     def steps(self, io: StageIO):
         model_path = io.model_path("wikiref_train", MODEL_FILE)
         if not model_path.is_file():
             raise FileNotFoundError(f"wikiref: no classifier at {model_path} (build it with --stages wikiref_train)")
-        return [WikirefFilter(model_path, fraction_param(io.params, "threshold", 0.25), stage=io.stage)]
+        return [WikirefFilter(model_path, self.params["threshold"], stage=io.stage)]

@@ -75,8 +75,6 @@ class CommonCrawlExtractor(FileExtractor):
         max_record_bytes: int = safeio.DEFAULT_MAX_RECORD,
         max_expanded_bytes: int = safeio.DEFAULT_MAX_EXPANDED,
     ):
-        if extractor not in EXTRACTORS:
-            raise ValueError(f"commoncrawl: extractor must be one of {EXTRACTORS}, got {extractor!r}")
         self.extractor = extractor
         self.main_content = main_content
         super().__init__(max_record_bytes, max_expanded_bytes)

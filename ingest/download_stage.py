@@ -17,12 +17,21 @@ from ingest.download import download_all, summarize
 from ingest.download_entries import manifest_items
 from pipeline import accounting
 from pipeline.manifest import REPO_ROOT
+from pipeline.params import Int, List, Number
 from pipeline.stages import Stage, StageIO
 from storage.atomic import atomic_write_json
 
 
 class DownloadStage(Stage):
     name = "download"
+    PARAMS = {
+        "inputs": List("download entries", nonempty=True),  # instead of the source's inputs (entries checked when expanded)
+        "max_files": Int(0, nullable=True),  # of each path list / URL list / numbered template
+        "max_concurrency": Int(1),
+        "retries": Int(0),
+        "backoff": Number(0),
+        "timeout": Number(above=0),
+    }
 
     def tasks(self, io: StageIO) -> int:
         return 1

@@ -20,6 +20,7 @@ from loguru import logger
 from ingest.download import DONE_SUFFIX, PART_SUFFIX
 from pipeline import accounting
 from pipeline.documents import exclude
+from pipeline.params import Bool, Choice, Int, Languages, Names
 from pipeline.stages import Stage, StageIO
 
 DEFAULT_MAX_TASKS = 64
@@ -106,6 +107,19 @@ def _size(path: Path) -> int:
 
 class ExtractStage(Stage):
     name = "extract"
+    PARAMS = {"tasks": Int(1)}  # at most this many tasks (default DEFAULT_MAX_TASKS)
+    # each source's extractor options: the keyword arguments of its class in ingest/<source>.py (whose
+    # defaults apply when a key is absent)
+    _LIMITS = {"max_record_bytes": Int(1), "max_expanded_bytes": Int(1)}
+    SOURCE_PARAMS = {
+        "commoncrawl": {"extractor": Choice(("resiliparse", "trafilatura")), "main_content": Bool(), **_LIMITS},
+        "c4": _LIMITS,
+        "github": {"licences": Names(), "extensions": Names(nullable=True), "strip_headers": Bool(), **_LIMITS},
+        "wikipedia": {"languages": Languages(), **_LIMITS},
+        "books": _LIMITS,
+        "arxiv": {**_LIMITS, "max_include_depth": Int(0), "max_expansion_passes": Int(0)},
+        "stackexchange": {"sites": Names(nullable=True), **_LIMITS},
+    }
 
     def entries(self, io: StageIO) -> list[Path]:
         return raw_entries(io.input_dir)

@@ -1,7 +1,9 @@
 """Load and validate data_manifest.yaml.
 
 A bad manifest must fail before any work starts, with one line naming the key and the problem: a
-corpus build that dies hours in on a typo is the failure mode this module exists to prevent.
+corpus build that dies hours in on a typo is the failure mode this module exists to prevent. Stage and
+model parameters are checked against each stage's own declaration (``Stage.check_params``,
+``pipeline/params.py``); the manifest keeps the checked values, defaults filled in.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.registry import MODEL_STAGES, STAGES
+from pipeline.params import ParamError
+from pipeline.registry import MODEL_STAGES, STAGES, stage_class
 
 SOURCES = ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
 EXECUTORS = ("local", "slurm", "ray")
@@ -99,6 +102,14 @@ def _as_tuple(t):
     return t if isinstance(t, tuple) else (t,)
 
 
+def _check_params(stage: str, params: dict, where: str, source: str | None = None) -> dict[str, Any]:
+    """The stage's declared parameters checked, defaults filled in (``Stage.check_params``)."""
+    try:
+        return stage_class(stage).check_params(params, source=source)
+    except ParamError as e:
+        raise ManifestError(str(e.within(where))) from None
+
+
 def _parse_stage(entry: Any, where: str) -> StageSpec:
     if isinstance(entry, str):
         name, params = entry, {}
@@ -147,9 +158,13 @@ def parse(raw: Any, profile: str | None = None, path: Path = DEFAULT_MANIFEST, c
         _fail("profiles", f"no profile {profile!r} (have: {', '.join(profiles)})")
     prof = profiles[profile] or {}
     overrides = _need(prof, "params", f"profiles.{profile}", dict, optional=True) or {}
-    for stage_name in overrides:
+    for stage_name, values in overrides.items():
+        where = f"profiles.{profile}.params.{stage_name}"
         if stage_name not in STAGES:
-            _fail(f"profiles.{profile}.params.{stage_name}", "unknown stage")
+            _fail(where, "unknown stage")
+        if not isinstance(values, dict):
+            _fail(where, f"must be a mapping, got {type(values).__name__}")
+        _check_params(stage_name, values, where)  # named where it is written, before merging
 
     executor = dict(_need(raw, "executor", "", dict, optional=True) or {"name": "local"})
     if executor.get("name", "local") not in EXECUTORS:
@@ -161,7 +176,7 @@ def parse(raw: Any, profile: str | None = None, path: Path = DEFAULT_MANIFEST, c
             _fail(f"models.{name}", f"unknown model stage (known: {', '.join(sorted(MODEL_STAGES))})")
         if not isinstance(params, dict):
             _fail(f"models.{name}", "must be a mapping")
-    models = {n: _deep_merge(p, overrides.get(n, {})) for n, p in models.items()}
+    models = {n: _check_params(n, _deep_merge(p, overrides.get(n, {})), f"models.{n}") for n, p in models.items()}
 
     sources_raw = _need(raw, "sources", "", dict)
     if not sources_raw:
@@ -194,8 +209,9 @@ def parse(raw: Any, profile: str | None = None, path: Path = DEFAULT_MANIFEST, c
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             _fail(f"{where}.stages", f"stage {dup!r} listed twice")
-        for s in stages:
-            s.params = _deep_merge(s.params, overrides.get(s.name, {}))
+        for i, s in enumerate(stages):
+            merged = _deep_merge(s.params, overrides.get(s.name, {}))
+            s.params = _check_params(s.name, merged, f"{where}.stages[{i}].{s.name}", source=name)
         sources[name] = SourceSpec(name, float(weight), float(epochs), inputs, stages, spec.get("disk"))
         total += weight
     if abs(total - 1.0) > 1e-6:

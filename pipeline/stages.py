@@ -16,11 +16,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
+from pipeline import params as P
 from pipeline.documents import ParquetShardReader, ParquetShardWriter, list_shards
 from storage.atomic import atomic_write_json
 from storage.layout import Layout
@@ -83,13 +84,42 @@ class Stage:
 
     ``requires_models`` names model stages whose artefacts must exist before this stage runs. Where a
     stage's output goes is the output tree's business (``storage.layout.Layout``), not the stage's.
+    ``PARAMS`` declares the stage's parameters (``pipeline.params``); ``SOURCE_PARAMS`` adds, per
+    source, those only that source takes (the extract stage's extractor options). ``self.params`` is
+    the checked dict, defaults filled in.
     """
 
     name: ClassVar[str] = ""
     requires_models: ClassVar[tuple[str, ...]] = ()
+    PARAMS: ClassVar[Mapping[str, P.Param]] = {}
+    SOURCE_PARAMS: ClassVar[Mapping[str, Mapping[str, P.Param]]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):
-        self.params = dict(params or {})
+        self.params = self.check_params(params)
+
+    @classmethod
+    def params_spec(cls, source: str | None = None) -> dict[str, P.Param]:
+        """The parameters the stage takes for ``source`` (for any source when None)."""
+        spec = dict(cls.PARAMS)
+        if source is None:
+            for per_source in cls.SOURCE_PARAMS.values():
+                for key, param in per_source.items():
+                    spec.setdefault(key, param)
+        else:
+            spec.update(cls.SOURCE_PARAMS.get(source, {}))
+        return spec
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any] | None, source: str | None = None) -> dict[str, Any]:
+        """``params`` checked against the declaration (``pipeline.params.check``) and ``check_together``;
+        raises ``ParamError`` (one line naming the key)."""
+        values = P.check(cls.params_spec(source), params)
+        cls.check_together(values)
+        return values
+
+    @classmethod
+    def check_together(cls, values: dict[str, Any]) -> None:
+        """Constraints between checked parameters; raise ``ParamError`` naming one of them."""
 
     def run(self, io: StageIO) -> dict[str, Any] | None:
         """Run every pass. May return a small JSON-able summary of stage-specific figures (e.g. the LSH

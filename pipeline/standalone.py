@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.executors import make_executor
+from pipeline.params import ParamError
 from pipeline.registry import MODEL_STAGES, stage_class
 from pipeline.runner import run_stage
 from pipeline.stages import StageIO, is_complete, reset_output
@@ -52,11 +53,16 @@ def run_standalone(
     """Run ``stage`` from ``input_dir`` into ``output_dir``; returns its stats record.
 
     ``models_root`` is the ``out/<profile>`` folder whose ``models/`` and ``tokenizer/`` a stage such as
-    perplexity or tokenize reads (defaults to the output folder's parent).
+    perplexity or tokenize reads (defaults to the output folder's parent). ``params`` are checked first
+    (``Stage.check_params``): a bad one raises ``ParamError`` (``langid.threshold: ...``) before anything runs.
     """
     if stage in MODEL_STAGES:
         raise ValueError(f"{stage} builds a model, not documents: run it with `python -m pipeline run --stages {stage}`")
     cls = stage_class(stage)
+    try:  # before anything runs: a bad --set is one line naming the key (ParamError, a ValueError)
+        params = cls.check_params(params, source=source)
+    except ParamError as e:
+        raise e.within(stage) from None
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"--input {input_dir}: no such folder")
@@ -69,7 +75,7 @@ def run_standalone(
     io = StageIO(
         stage=stage,
         source=source,
-        params=dict(params or {}),
+        params=params,
         input_dir=input_dir,
         output_dir=output_dir,
         work_dir=output_dir / ".work",

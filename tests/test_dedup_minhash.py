@@ -15,7 +15,7 @@ import pytest
 
 from dedup.lsh import BUCKET, components, merge_runs, star_edges
 from dedup.signatures import MinHasher, lsh_threshold, p_candidate
-from dedup.workfiles import atomic_save
+from dedup.workfiles import save
 from tests.dedup_support import ROOT, doc, edit_words, extracted, outcome, run, write_shards
 
 
@@ -138,7 +138,7 @@ def test_merge_of_sorted_runs_equals_a_global_sort(tmp_path):
         recs["h"] = rng.integers(0, 400, size=3000)  # many equal hashes spanning chunk borders
         recs["key"] = (np.uint64(r) << np.uint64(32)) | np.arange(3000, dtype=np.uint64)
         recs = recs[np.lexsort((recs["key"], recs["h"]))]
-        atomic_save(tmp_path / f"{r}.npy", recs)
+        save(tmp_path / f"{r}.npy", recs)
         paths.append(tmp_path / f"{r}.npy")
         everything.append(recs)
     batches = list(merge_runs(paths, chunk=97))

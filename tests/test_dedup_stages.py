@@ -22,8 +22,9 @@ def test_empty_input(stage, tmp_path):
         ("linededup", {"hash": "md5"}, "hash: expected one of sha1_64, xxh64"),
         ("linededup", {"prefix_bits": 40}, "prefix_bits: expected an integer in [0, 12]"),
         ("minhash", {"bands": 0}, "bands: expected an integer"),
-        ("minhash", {"verify_threshold": 1.5}, "verify_threshold: expected a fraction"),
-        ("bookdedup", {"threshold": "high"}, "threshold: expected a fraction"),
+        ("minhash", {"verify_threshold": 1.5}, "minhash.verify_threshold: expected a number in [0, 1], got 1.5"),
+        ("bookdedup", {"threshold": "high"}, "bookdedup.threshold: expected a number in [0, 1], got 'high'"),
+        ("bookdedup", {"treshold": 0.8}, "bookdedup.treshold: unknown parameter (known: threshold, candidate_threshold,"),
         ("exactdedup", {"prefix_bits": -1}, "prefix_bits: expected an integer"),
     ],
 )

@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 from ingest.books import BooksExtractor, make_extractor
+from ingest.extract import ExtractStage
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "books"
 BODY = "CHAPTER I\n\nIt was a bright cold day in April.\n\nThe end."
@@ -127,8 +128,8 @@ def test_accepts_and_params(tmp_path):
     (tmp_path / "a.epub").write_text("x")
     ex = make_extractor({})
     assert ex.accepts(tmp_path / "a.txt") and not ex.accepts(tmp_path / "a.epub") and not ex.accepts(tmp_path)
-    with pytest.raises(ValueError, match="unknown extract param"):
-        make_extractor({"strip": True})
+    with pytest.raises(ValueError, match="strip: unknown parameter"):
+        ExtractStage.check_params({"strip": True}, source="books")
 
 
 def test_symlinks_are_not_inputs(tmp_path):

@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from ingest.c4 import C4Extractor, make_extractor
+from ingest.extract import ExtractStage
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "c4"
 
@@ -96,8 +97,8 @@ def test_accepts_and_params(tmp_path):
     ex = C4Extractor()
     assert ex.accepts(tmp_path / "c4-train.00000-of-01024.json.gz")
     assert not ex.accepts(tmp_path / "notes.txt") and not ex.accepts(tmp_path)
-    with pytest.raises(ValueError, match="unknown extract param"):
-        make_extractor({"langs": ["en"]})
+    with pytest.raises(ValueError, match="langs: unknown parameter"):
+        ExtractStage.check_params({"langs": ["en"]}, source="c4")
 
 
 def test_file_without_records_is_one_exclusion(tmp_path):

@@ -12,6 +12,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from ingest.commoncrawl import CommonCrawlExtractor, make_extractor
+from ingest.extract import ExtractStage
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "commoncrawl"
 ARTICLE = (
@@ -83,10 +84,10 @@ def test_trafilatura_is_selectable(tmp_path):
 
 
 def test_unknown_param_and_extractor_are_one_line_errors():
-    with pytest.raises(ValueError, match="unknown extract param"):
-        make_extractor({"extracter": "resiliparse"})
-    with pytest.raises(ValueError, match="extractor must be one of"):
-        make_extractor({"extractor": "lynx"})
+    with pytest.raises(ValueError, match="extracter: unknown parameter"):
+        ExtractStage.check_params({"extracter": "resiliparse"}, source="commoncrawl")
+    with pytest.raises(ValueError, match="extractor: expected one of resiliparse, trafilatura"):
+        ExtractStage.check_params({"extractor": "lynx"}, source="commoncrawl")
 
 
 def test_truncated_gzip_keeps_earlier_records(tmp_path):

@@ -9,6 +9,7 @@ import tarfile
 
 import pytest
 
+from ingest.extract import ExtractStage
 from ingest.github import detect_licence, make_extractor, strip_licence_header
 
 SAMPLE = pathlib.Path(__file__).resolve().parent.parent / "data" / "sample" / "github"
@@ -209,8 +210,8 @@ def test_archive_repository_hostile_members_and_truncation(tmp_path):
 
 
 def test_params_and_symlinked_entries(tmp_path):
-    with pytest.raises(ValueError, match="unknown extract param"):
-        make_extractor({"licenses": ["mit"]})  # a typo must not silently mean "default licences"
+    with pytest.raises(ValueError, match="licenses: unknown parameter"):
+        ExtractStage.check_params({"licenses": ["mit"]}, source="github")  # a typo must not silently mean "default licences"
     repo = _write_repo(tmp_path / "r", MIT_TEXT, {"a.py": b"x = 1\n"})
     os.symlink(repo, tmp_path / "alias")
     assert make_extractor({}).accepts(repo) and not make_extractor({}).accepts(tmp_path / "alias")

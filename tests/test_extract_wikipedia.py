@@ -10,6 +10,7 @@ import mwparserfromhell
 import pytest
 
 from ingest import safeio
+from ingest.extract import ExtractStage
 from ingest.wikipedia import (
     DumpReader,
     WikipediaExtractor,
@@ -169,8 +170,8 @@ def test_golden_bgwiki_localized_namespaces():
 
 
 def test_params():
-    with pytest.raises(ValueError, match="unknown extract param"):
-        make_extractor({"language": ["en"]})
+    with pytest.raises(ValueError, match="language: unknown parameter"):
+        ExtractStage.check_params({"language": ["en"]}, source="wikipedia")
     assert make_extractor({"languages": ["en"]}).languages == {"en"}
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from filters.langid import LangIdFilter, load_fasttext, predict_languages
-from filters.lid_model import LID_MD5, LidModelMissing, install, lid_model_path, md5sum
+from filters.lid_model import LID_SHA256, LidModelMissing, install, lid_model_path
 from filters_support import apt_messages, make_doc, outputs, write_docs
 from pipeline.standalone import run_standalone
+from storage.checksum import sha256_file
 
 LANGS = ("de", "fr", "ko", "ru")
 
@@ -22,7 +23,7 @@ def model():
 
 
 def test_installed_model_is_the_pinned_lid176():
-    assert md5sum(lid_model_path()) == LID_MD5
+    assert sha256_file(lid_model_path()) == LID_SHA256
 
 
 def test_missing_override_is_one_clear_line(monkeypatch, tmp_path):

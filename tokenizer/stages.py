@@ -20,12 +20,12 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipeline import accounting
 from pipeline.documents import read_documents
+from pipeline.params import Bool, Choice, Int, Number
 from pipeline.stages import ModelStage, Stage, StageIO
 from storage.atomic import atomic_write_json
 from storage.checksum import sha256_file
 from storage.layout import Layout
 from tokenizer.shards import ShardWriter
-from tokenizer.spm import load_tokenizer, train_tokenizer
 
 
 def _lines(folders: list[Path]) -> Iterator[str]:
@@ -59,6 +59,11 @@ def sample_lines(folders: list[Path], target: int, seed: int, label: str) -> tup
 
 class TokenizerStage(ModelStage):
     name = "tokenizer"
+    PARAMS = {
+        "vocab_size": Int(1), "model_type": Choice(("bpe", "unigram", "char", "word")), "split_digits": Bool(),
+        "byte_fallback": Bool(), "character_coverage": Number(hi=1, above=0), "max_sentences": Int(1),
+        "max_sentence_length": Int(1), "num_threads": Int(1), "seed": Int(0),
+    }
 
     def requires(self, manifest) -> list[tuple[str, str]]:
         needs = []
@@ -85,6 +90,8 @@ class TokenizerStage(ModelStage):
         if not sentences:
             raise RuntimeError("tokenizer: no text to train on (are all sources empty?)")
         random.Random(seed).shuffle(sentences)
+        from tokenizer.spm import train_tokenizer  # SentencePiece only when the stage runs, not when a manifest loads
+
         summary = train_tokenizer(sentences, io.output_dir, p, num_threads=int(p.get("num_threads", os.cpu_count() or 1)))
         summary.update(seed=seed, sources=per_source)
         atomic_write_json(io.output_dir / "tokenizer.json", summary)
@@ -110,6 +117,8 @@ class TokenShardWriter(PipelineStep):
         self.bos = bos
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from tokenizer.spm import load_tokenizer
+
         sp = load_tokenizer(self.tokenizer_path)
         writer = ShardWriter(self.output_dir, rank, source=self.source, vocab_size=sp.get_piece_size(),
                              eos_id=sp.eos_id(), bos_id=sp.bos_id(), tokenizer_sha256=sha256_file(self.tokenizer_path),
@@ -147,6 +156,7 @@ class TokenShardWriter(PipelineStep):
 
 class TokenizeStage(Stage):
     name = "tokenize"
+    PARAMS = {"batch_size": Int(1), "max_tokens_per_shard": Int(1), "num_threads": Int(1), "bos": Bool()}
     requires_models = ("tokenizer",)
 
     def run(self, io: StageIO) -> None:
