@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from filters.normalize import normalize
-from storage.atomic import atomic_path
+from storage.atomic import atomic_path, atomic_prefix
 
 KENLM_BIN_ENV = "LLAMIX_KENLM_BIN"
 
@@ -105,25 +105,19 @@ def train_sentencepiece(text_file: Path, model_path: Path, vocab_size: int, max_
 
     from tokenizer.spm import strip_build_paths
 
-    with atomic_path(model_path) as tmp:
-        prefix = tmp.with_suffix("")  # SentencePiece writes <prefix>.model and <prefix>.vocab
-        try:
-            spm.SentencePieceTrainer.train(
-                input=str(text_file),
-                model_prefix=str(prefix),
-                vocab_size=vocab_size,
-                hard_vocab_limit=False,  # small corpora (the sample) cannot always fill the vocabulary
-                character_coverage=0.9999,
-                input_sentence_size=max_sentences,
-                shuffle_input_sentence=True,
-                num_threads=1,
-                minloglevel=2,
-            )
-            Path(f"{prefix}.model").rename(tmp)
-        finally:
-            Path(f"{prefix}.model").unlink(missing_ok=True)
-            Path(f"{prefix}.vocab").unlink(missing_ok=True)
-        strip_build_paths(tmp)  # same text, same bytes, whatever the output folder
+    with atomic_prefix(model_path, {".model": model_path}) as prefix:
+        spm.SentencePieceTrainer.train(
+            input=str(text_file),
+            model_prefix=str(prefix),
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,  # small corpora (the sample) cannot always fill the vocabulary
+            character_coverage=0.9999,
+            input_sentence_size=max_sentences,
+            shuffle_input_sentence=True,
+            num_threads=1,
+            minloglevel=2,
+        )
+        strip_build_paths(Path(f"{prefix}.model"))  # same text, same bytes, whatever the output folder
 
 
 def run_tool(cmd: list[str], stdin=None, stdout=None) -> None:

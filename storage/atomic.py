@@ -68,6 +68,24 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
 
 
 @contextlib.contextmanager
+def atomic_prefix(near: str | os.PathLike, outputs: dict[str, str | os.PathLike]) -> Iterator[Path]:
+    """For tools that name their own output files ``<prefix><suffix>`` (SentencePiece writes
+    ``<prefix>.model`` and ``<prefix>.vocab``): yield a temporary prefix beside ``near``; when the block
+    succeeds each ``<prefix><suffix>`` of ``outputs`` ({suffix: target}) is renamed onto its target.
+    Whatever the tool left under the prefix is removed either way."""
+    near = Path(near)
+    near.parent.mkdir(parents=True, exist_ok=True)
+    prefix = temp_sibling(near).with_suffix("")
+    try:
+        yield prefix
+        for suffix, target in outputs.items():
+            os.replace(f"{prefix}{suffix}", target)
+    finally:
+        for leftover in prefix.parent.glob(f"{prefix.name}.*"):
+            leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary sibling folder of ``target``; on success it replaces ``target`` (renaming
     an existing one aside first, then deleting it), so a checkpoint folder is whole or absent."""

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import sentencepiece
 
+from storage.atomic import atomic_prefix
 from storage.checksum import sha256_file
 from storage.layout import TOKENIZER_FILE
 
@@ -58,16 +59,10 @@ def train_tokenizer(sentences: Sequence[str], out_dir: str | os.PathLike, params
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = llama_settings(params)
-    prefix = out / f".tokenizer.{os.getpid()}.tmp"
-    try:
+    with atomic_prefix(out / TOKENIZER_FILE, {".model": out / TOKENIZER_FILE, ".vocab": out / VOCAB_FILE}) as prefix:
         sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=str(prefix),
                                                  num_threads=num_threads, minloglevel=2, **settings)
         strip_build_paths(Path(f"{prefix}.model"))
-        os.replace(f"{prefix}.model", out / TOKENIZER_FILE)
-        os.replace(f"{prefix}.vocab", out / VOCAB_FILE)
-    finally:
-        for suffix in (".model", ".vocab"):
-            Path(f"{prefix}{suffix}").unlink(missing_ok=True)
     model = out / TOKENIZER_FILE
     return {"settings": settings, "vocab_size": load_tokenizer(model).get_piece_size(),
             "sha256": sha256_file(model), "sentences": len(sentences)}
