@@ -15,28 +15,11 @@ from pipeline.runner import run_stage
 from pipeline.stages import StageIO, is_complete, reset_output
 
 
-def parse_value(text: str) -> Any:
-    """``--set key=value`` values: YAML scalars/lists (``0.5``, ``true``, ``[en, de]``)."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"--set {pair!r}: expected key=value")
-        key, value = pair.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = parse_value(value)
-    return out
+    """``--set key=value`` pairs as a nested dict, with the trainer's ``--set`` syntax (one parser)."""
+    from train.config import apply_overrides
+
+    return apply_overrides({}, list(pairs or []))
 
 
 def run_standalone(

@@ -137,7 +137,9 @@ def _build(cls, values: dict, where: str = ""):
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` strings (value parsed as YAML) to a nested dict."""
+    """Apply ``a.b.c=value`` strings to a nested dict. The value is read as YAML (``0.5``, ``true``,
+    ``[en, de]``); text YAML cannot read stays text. One syntax for every ``--set`` of the project:
+    ``python -m train`` and ``python -m pipeline stage`` both use this."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
@@ -148,7 +150,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(text)
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            node[parts[-1]] = text
     return raw
 
 
