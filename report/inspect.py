@@ -19,9 +19,13 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.documents import EXCLUDED_DIR, list_shards
+from pipeline.documents import list_shards
+from storage.checksum import sha256_file
+from storage.layout import EXCLUDED, Layout
+from tokenizer.shards import ShardError, open_shard
+from tokenizer.shards import list_shards as list_token_shards
 
-TOKENIZER_REL = Path("tokenizer") / "tokenizer.model"
+TOKENIZER_REL = Layout(Path()).tokenizer_model  # tokenizer/tokenizer.model, for messages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parquet_files(path: Path, excluded: bool) -> list[Path]:
     if path.is_file():
         return [path]
-    folder = path / EXCLUDED_DIR if excluded and path.name != EXCLUDED_DIR else path  # excluded/ given directly
+    folder = path / EXCLUDED if excluded and path.name != EXCLUDED else path  # excluded/ given directly
     return list_shards(folder) if folder.is_dir() else []
 
 
@@ -69,25 +73,25 @@ def iter_parquet(files: list[Path], source: str | None, reason: str | None, ids:
 
 # ---- token shards -------------------------------------------------------------------------------
 def find_tokenizer(path: Path) -> Path | None:
+    """The tokenizer of the output tree holding ``path``: the nearest folder upward whose ``Layout`` has one."""
     for folder in [path if path.is_dir() else path.parent, *path.resolve().parents]:
-        candidate = folder / TOKENIZER_REL
+        candidate = Layout(folder).tokenizer_model
         if candidate.is_file():
             return candidate
     return None
 
 
 def token_shards(path: Path) -> list[Path]:
-    return [path] if path.is_file() else sorted(path.glob("*.ds"))
+    return [path] if path.is_file() else list_token_shards(path)
 
 
 def iter_token_docs(shards: list[Path], sp, tokenizer: Path, source: str | None, ids: set[str] | None, warn) -> Iterator[dict[str, Any]]:
-    from tokenizer.stages import read_shard, sha256_file
-
     tok_sha = None
     for shard in shards:
-        try:
-            tokens, ends, meta = read_shard(shard)
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        try:  # the trainer's reader: a shard it would refuse is refused here too
+            opened = open_shard(shard)
+            tokens, ends, meta = opened.tokens, opened.document_ends(), opened.meta
+        except (OSError, json.JSONDecodeError, ShardError, KeyError, TypeError) as e:
             raise ValueError(f"{shard}: not a readable token shard ({e})") from None
         if source is not None and meta.get("source") != source:
             continue
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{path}: not a .parquet or .ds file")
         files = parquet_files(path, args.excluded or args.reason is not None)
         if not files:
-            where = path / EXCLUDED_DIR if (args.excluded or args.reason) and path.name != EXCLUDED_DIR else path
+            where = path / EXCLUDED if (args.excluded or args.reason) and path.name != EXCLUDED else path
             raise FileNotFoundError(f"{where}: no .parquet shards")
         docs = iter_parquet(files, args.source, args.reason, ids)
     shown = 0
