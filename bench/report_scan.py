@@ -32,15 +32,20 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.documents import ParquetShardWriter  # noqa: E402
 from report.scan import FolderScanner  # noqa: E402
+from storage.layout import Layout  # noqa: E402
+
+STAGE, SOURCE = "perplexity", "commoncrawl"
 
 
-def make_folder(root: Path, n_docs: int, shards: int = 4) -> Path:
+def make_folder(root: Path, n_docs: int, shards: int = 4) -> Layout:
+    """A perplexity stage folder of ``n_docs`` documents in the output tree at ``root``."""
     lines = []
     for path in sorted((REPO / "data" / "sample" / "books").glob("*.txt")):
         lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
     texts = ["\n".join(lines[i : i + 8]) for i in range(0, len(lines) - 8, 8)]
     rng = random.Random(0)
-    folder = root / "perplexity" / "commoncrawl"
+    layout = Layout(root)
+    folder = layout.stage_dir(STAGE, SOURCE)
     per = n_docs // shards
     for rank in range(shards):
         docs = []
@@ -54,12 +59,13 @@ def make_folder(root: Path, n_docs: int, shards: int = 4) -> Path:
                 meta.update(reason="perplexity:tail", excluded_by="perplexity")
             docs.append(Document(text=texts[(rank * per + i) % len(texts)], id=f"{rank}/{i}", metadata=meta))
         list(ParquetShardWriter(folder).run(iter(docs), rank=rank))
-    return folder
+    return layout
 
 
-def baseline(folder: Path) -> int:
+def baseline(layout: Layout) -> int:
     n = 0
-    for shard in sorted(folder.glob("*.parquet")) + sorted((folder / "excluded").glob("*.parquet")):
+    kept, excluded = layout.stage_dir(STAGE, SOURCE), layout.excluded_dir(STAGE, SOURCE)
+    for shard in sorted(kept.glob("*.parquet")) + sorted(excluded.glob("*.parquet")):
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=1024, columns=["id", "text", "metadata"]):
             for m in batch.column("metadata").to_pylist():
                 json.loads(m)
@@ -85,12 +91,12 @@ def main() -> None:
         big = make_folder(Path(tmp) / "big", args.docs)
         scanner = FolderScanner(max_rows=None)
         t_raw, n = best_of(lambda: baseline(big))
-        t_scan, scan = best_of(lambda: scanner.scan("perplexity", "commoncrawl", big))
+        t_scan, scan = best_of(lambda: scanner.scan(STAGE, SOURCE, big.stage_dir(STAGE, SOURCE)))
         assert scan.scanned["kept"] + scan.scanned["excluded"] == n
         peaks = {}
-        for name, folder in (("N/4", small), ("N", big)):
+        for name, layout in (("N/4", small), ("N", big)):
             tracemalloc.start()
-            FolderScanner(max_rows=None, max_values=2000).scan("perplexity", "commoncrawl", folder)
+            FolderScanner(max_rows=None, max_values=2000).scan(STAGE, SOURCE, layout.stage_dir(STAGE, SOURCE))
             peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
     print(f"machine: {platform.machine()}, {platform.python_version()}, documents: {n:,}")

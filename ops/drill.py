@@ -34,11 +34,14 @@ import yaml
 
 from pipeline import accounting
 from pipeline.manifest import DEFAULT_MANIFEST, REPO_ROOT
+from storage.atomic import atomic_write_json, atomic_write_text
+from storage.checksum import sha256_file
+from storage.layout import STATS_FILE, SUCCESS, Layout
 
 SHORT_SOURCES = ("github", "arxiv", "stackexchange")
 COUNT_KEYS = ("docs_in", "docs_out", "excluded", "bytes_in", "bytes_out", "tokens")
 _STAGE_START = re.compile(r"\| (?:(?P<stage>[\w]+)/(?P<source>[\w*]+): running|model (?P<model>\w+): building)")
-SKIP_DIRS = {".work", "report", "slurm", "train"}
+PROFILE = "sample"  # the drill builds the sample profile
 
 
 def _label(m: re.Match) -> str:
@@ -47,7 +50,7 @@ def _label(m: re.Match) -> str:
 
 # ---- manifests and runs ----------------------------------------------------------------------
 def drill_manifest(path: Path, out_dir: Path, sources: list[str] | None = None, params: dict | None = None,
-                   profile: str = "sample") -> Path:
+                   profile: str = PROFILE) -> Path:
     """A copy of the repo's manifest writing into ``out_dir``, restricted to ``sources`` (weights
     renormalised to sum to 1), inputs made absolute, ``params`` merged into the profile's overrides."""
     raw = yaml.safe_load(DEFAULT_MANIFEST.read_text())
@@ -64,13 +67,19 @@ def drill_manifest(path: Path, out_dir: Path, sources: list[str] | None = None, 
     overrides = raw["profiles"][profile].setdefault("params", {})
     for stage, values in (params or {}).items():
         overrides[stage] = {**overrides.get(stage, {}), **values}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
+def drill_layout(out_dir: Path, profile: str = PROFILE) -> Layout:
+    """The output tree a drill manifest written with ``out_dir`` builds."""
+    return Layout.of_profile(out_dir, profile)
+
+
 @dataclass
-class Run:
+class DrillRun:
+    """One build (or training) process the drill ran: its log lines with their times, and where a kill landed."""
+
     returncode: int | None
     lines: list[tuple[float, str]] = field(default_factory=list)
     killed_in: str | None = None  # the stage that was running when the kill landed
@@ -90,7 +99,7 @@ class Run:
         return out
 
 
-def run_pipeline(cmd: list[str], kill_after: Callable[[str], float | None] | None = None, timeout: float = 1800, env=None) -> Run:
+def run_pipeline(cmd: list[str], kill_after: Callable[[str], float | None] | None = None, timeout: float = 1800, env=None) -> DrillRun:
     """Run ``cmd`` in its own process group. ``kill_after(label)`` is asked at each stage start (label
     ``extract/github``, ``model:tokenizer``); the first number it returns schedules a SIGKILL of the whole
     group that many seconds later."""
@@ -105,7 +114,7 @@ def run_pipeline(cmd: list[str], kill_after: Callable[[str], float | None] | Non
         lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
-    run = Run(None)
+    run = DrillRun(None)
     deadline = None
     current = None
     eof = False
@@ -151,14 +160,6 @@ def pipeline_cmd(manifest: Path, extra: list[str] = ()) -> list[str]:
 
 
 # ---- fingerprints ------------------------------------------------------------------------------
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _rows_digest(path: Path) -> str:
     import pyarrow.parquet as pq
 
@@ -178,7 +179,7 @@ def _sentencepiece_digest(path: Path) -> str:
     try:
         proto.ParseFromString(path.read_bytes())
     except Exception:  # noqa: BLE001 - not a SentencePiece model: compare the bytes
-        return _sha(path)
+        return sha256_file(path)
     for name in ("model_prefix", "input", "num_threads"):
         proto.trainer_spec.ClearField(name)
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
@@ -188,18 +189,26 @@ def corpus_fingerprint(out_root: str | Path) -> dict[str, Any]:
     """What must not change when a build is interrupted or run elsewhere: every Parquet shard's rows,
     every token shard, model and tokenizer file's bytes, and the accounting counts of every stage."""
     out_root = Path(out_root)
+    layout = Layout(out_root)
+
+    def top(path: Path) -> str:  # tokens_dir() -> "tokens"
+        return path.relative_to(layout.root).parts[0]
+
+    # not corpus: scratch, the report, Slurm scripts and training runs may differ between two equal builds
+    skip = {top(p) for p in (layout.scratch_dir, layout.report_dir, layout.slurm_dir, layout.train_dir())}
+    byte_dirs = {top(p) for p in (layout.tokens_dir(), layout.tokenizer_dir, layout.models_dir)}
     files: dict[str, str] = {}
     for path in sorted(out_root.rglob("*")):
         rel = path.relative_to(out_root)
-        if not path.is_file() or rel.parts[0] in SKIP_DIRS or any(part.startswith(".") for part in rel.parts):
+        if not path.is_file() or rel.parts[0] in skip or any(part.startswith(".") for part in rel.parts):
             continue
         if path.suffix == ".parquet":
             files[str(rel)] = _rows_digest(path)
-        elif rel.parts[0] == "models" and path.suffix == ".model":
+        elif rel.parts[0] == top(layout.models_dir) and path.suffix == ".model":
             files[str(rel)] = _sentencepiece_digest(path)
-        elif rel.parts[0] in ("tokens", "tokenizer", "models") and path.name not in ("_SUCCESS", "stats.json"):
-            files[str(rel)] = _sha(path)
-    stats = accounting.load_stats(out_root / "report" / "stats.json")
+        elif rel.parts[0] in byte_dirs and path.name not in (SUCCESS, STATS_FILE):
+            files[str(rel)] = sha256_file(path)
+    stats = accounting.load_stats(layout.stats_path)
     counts = {f"{stage}/{source}": {k: rec.get(k) for k in COUNT_KEYS if k in rec}
               for stage, per in stats.get("stages", {}).items() for source, rec in per.items()}
     return {"files": files, "counts": counts}
@@ -276,13 +285,15 @@ def kill_drill(work: Path, sources: list[str], params: dict, kills_per_stage: in
     final = run_pipeline(pipeline_cmd(killed_m))
     if final.returncode != 0:
         raise RuntimeError("final resume failed:\n" + final.tail())
-    diffs = compare_fingerprints(corpus_fingerprint(work / "clean" / "sample"), corpus_fingerprint(work / "killed" / "sample"))
-    litter, corrupt = leftovers(work / "killed" / "sample")
-    fp = corpus_fingerprint(work / "killed" / "sample")
+    clean_tree, killed_tree = drill_layout(work / "clean"), drill_layout(work / "killed")
+    diffs = compare_fingerprints(corpus_fingerprint(clean_tree.root), corpus_fingerprint(killed_tree.root))
+    litter, corrupt = leftovers(killed_tree.root)
+    fp = corpus_fingerprint(killed_tree.root)
+    shards_dir = killed_tree.tokens_dir().relative_to(killed_tree.root)
     return {
         "sources": sources, "clean_seconds": round(clean_s, 1), "kills": kills,
         "stages_hit": sorted({k["killed_in"].split("/")[0] for k in kills}),
-        "token_shards": sum(1 for f in fp["files"] if f.startswith("tokens/") and f.endswith(".ds")),
+        "token_shards": sum(1 for f in fp["files"] if f.startswith(f"{shards_dir}/") and f.endswith(".ds")),
         "differences": diffs[:50], "corrupt_parquet": corrupt[:50], "ok": not diffs and not corrupt,
         # stale temporary files (a kill between writing and renaming them): harmless, but reported
         "temporary_files_left": litter[:50],
@@ -290,12 +301,14 @@ def kill_drill(work: Path, sources: list[str], params: dict, kills_per_stage: in
 
 
 def train_drill(work: Path, tokens_root: Path, manifest: Path, rng: random.Random, steps: int = 12, log=print) -> dict[str, Any]:
-    """A short training run killed once after its first checkpoint and resumed, against an unkilled one."""
+    """A short training run killed once after its first checkpoint and resumed, against an unkilled one.
+    ``tokens_root`` is the built output tree (``out/<profile>``) whose shards and tokenizer it trains on."""
     if not (REPO_ROOT / "train" / "__main__.py").exists():
         return {"skipped": "train/ has no __main__.py yet"}
+    tree = Layout(tokens_root)
     common = [
         "--config", str(REPO_ROOT / "train/configs/tiny.yaml"),
-        "--set", f"data.tokens_dir={tokens_root / 'tokens'}", "--set", f"data.tokenizer={tokens_root / 'tokenizer/tokenizer.model'}",
+        "--set", f"data.tokens_dir={tree.tokens_dir()}", "--set", f"data.tokenizer={tree.tokenizer_model}",
         "--set", f"data.manifest={manifest}", "--set", f"max_steps={steps}", "--set", "ckpt_every=4", "--set", "eval_every=0",
         "--set", "eval_tokens=1024", "--set", "batch.tokens_per_step=1024", "--set", "batch.micro_batch=4",
         "--set", "data.seq_len=64", "--set", "dtype=fp32", "--set", "threads=1", "--set", "optim.warmup_steps=2",
@@ -412,11 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_train:
         report["train"] = {"skipped": "--no-train"}
     else:
-        report["train"] = train_drill(work, work / "killed" / "sample", work / "killed.yaml", rng, steps=8 if args.short else 16)
+        report["train"] = train_drill(work, drill_layout(work / "killed").root, work / "killed.yaml", rng, steps=8 if args.short else 16)
     report["full_disk"] = {"skipped": "--no-disk"} if args.no_disk else full_disk_drill(work, (96, 320) if args.short else (96, 256, 480))
     parts = [v for v in (report["pipeline"], report["train"], report["full_disk"]) if "skipped" not in v]
     report["ok"] = all(v["ok"] for v in parts)
-    accounting.atomic_write_json(out / "drill.json", report)
+    atomic_write_json(out / "drill.json", report)
     _print_summary(report)
     print(f"written: {out / 'drill.json'}")
     return 0 if report["ok"] else 1

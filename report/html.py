@@ -59,6 +59,11 @@ def num(value: Any, digits: int = 0) -> str:
         return esc(value)
 
 
+def pct(a: float, b: float) -> str:
+    """``a`` as a percentage of ``b``, '—' when ``b`` is 0."""
+    return f"{100.0 * a / b:.1f}%" if b else "—"
+
+
 def human_bytes(n: float | None) -> str:
     if n is None:
         return "—"

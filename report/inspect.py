@@ -19,9 +19,9 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.documents import EXCLUDED_DIR, list_shards
+from pipeline.documents import list_shards
 from storage.checksum import sha256_file
-from storage.layout import Layout
+from storage.layout import EXCLUDED, Layout
 from tokenizer import shards as token_format
 from tokenizer.spm import load_tokenizer
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parquet_files(path: Path, excluded: bool) -> list[Path]:
     if path.is_file():
         return [path]
-    folder = path / EXCLUDED_DIR if excluded and path.name != EXCLUDED_DIR else path  # excluded/ given directly
+    folder = path / EXCLUDED if excluded and path.name != EXCLUDED else path  # excluded/ given directly
     return list_shards(folder) if folder.is_dir() else []
 
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{path}: not a .parquet or .ds file")
         files = parquet_files(path, args.excluded or args.reason is not None)
         if not files:
-            where = path / EXCLUDED_DIR if (args.excluded or args.reason) and path.name != EXCLUDED_DIR else path
+            where = path / EXCLUDED if (args.excluded or args.reason) and path.name != EXCLUDED else path
             raise FileNotFoundError(f"{where}: no .parquet shards")
         docs = iter_parquet(files, args.source, args.reason, ids)
     shown = 0

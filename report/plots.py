@@ -22,6 +22,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from storage.layout import Layout
+
 KEPT, EXCLUDED = "#2a9d8f", "#e76f51"
 LINE_COLOURS = ("#264653", "#8338ec", "#e9c46a", "#d62828", "#3a86ff")
 FIGSIZE = (6.0, 2.6)
@@ -36,7 +38,7 @@ def config_dir(run_root: Path) -> Iterator[None]:
     if "MPLCONFIGDIR" in os.environ or "matplotlib" in sys.modules:
         yield
         return
-    path = Path(run_root) / ".work" / "matplotlib"
+    path = Layout(run_root).scratch_dir / "matplotlib"
     path.mkdir(parents=True, exist_ok=True)
     os.environ["MPLCONFIGDIR"] = str(path)
     try:

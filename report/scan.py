@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.accounting import reason_key
-from pipeline.documents import EXCLUDED_DIR, list_shards
+from pipeline.documents import list_shards
+from storage.layout import EXCLUDED
 
 # Keys that are bookkeeping or identifiers, never quality signals.
 SKIP_KEYS = frozenset({"reason", "excluded_by", "source"})
@@ -209,11 +210,14 @@ class FolderScanner:
         self.seed = seed
         self._kinds: dict[str, str] = {}
 
-    def scan(self, stage: str, source: str, folder: Path) -> FolderScan:
+    def scan(self, stage: str, source: str, folder: Path, excluded: Path | None = None) -> FolderScan:
+        """Scan ``folder``'s kept shards and ``excluded`` (default: the stage folder's ``excluded/``,
+        ``Layout.excluded_dir``; a folder outside an output tree, as ``pipeline stage`` writes, has the same)."""
         self.rng = random.Random(f"{self.seed}:{stage}:{source}")  # same run folder -> same report
         result = FolderScan(stage, source, Path(folder))
         result.kept_samples = Reservoir(self.samples_per_reason, self.rng)
-        for side, sub in (("kept", Path(folder)), ("excluded", Path(folder) / EXCLUDED_DIR)):
+        excluded = Path(excluded) if excluded is not None else Path(folder) / EXCLUDED
+        for side, sub in (("kept", Path(folder)), ("excluded", excluded)):
             shards = list_shards(sub) if sub.is_dir() else []
             counts = {s: _row_count(s) for s in shards}
             readable = [s for s in shards if counts[s] is not None]

@@ -1,13 +1,17 @@
 """Budget planner: compute-optimal vs inference-aware model size, and a training config for the pick.
 
-    python -m scaling.plan --compute 1e23 --inference-tokens 2e12 --law chinchilla --write-config run.yaml
-    python -m scaling.plan --target-loss 2.0 --inference-tokens 1e13 --law besiroglu
+    python -m scaling.plan --compute 1e23 --inference-tokens 2e12 --write-config run.yaml
+    python -m scaling.plan --target-loss 2.0 --inference-tokens 1e13 --law chinchilla
     python -m scaling.plan --evaluate 7e9:1e12            # LLaMA-7B's 1T tokens vs compute-optimal
 
 Why: LLaMA's thesis.  Hoffmann et al. choose the N reaching a loss with the least *training* compute
 (~20 tokens/parameter); Touvron et al. argue that the *inference* budget dominates, so a smaller model
 trained longer is cheaper overall.  Sardana et al. 2024 make that precise: at a fixed target loss
 minimise 6·N·D_train + 2·N·D_inference.  This tool prints both picks side by side.
+
+The default law is Besiroglu et al.'s refit of Hoffmann et al.'s Approach 3 (``besiroglu``): it gives
+the 10B parameters on ~200B tokens for ~1.2e22 FLOPs that LLaMA cites from Hoffmann et al., where the
+constants printed in that paper (``chinchilla``) give 5.7B on 362B (see scaling/laws.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import yaml
 from scipy import optimize
 
 from scaling.shape import Shape, shape_for_params
-from scaling.laws import FLOPS_PER_PARAM_TOKEN, ChinchillaLaw, compute_for_params, load_law
+from scaling.laws import DEFAULT_LAW, FLOPS_PER_PARAM_TOKEN, ChinchillaLaw, compute_for_params, load_law, why_law
 
 INFERENCE_FLOPS_PER_PARAM_TOKEN = 2.0  # forward pass only
 
@@ -133,7 +137,7 @@ def describe_law(law) -> str:
             f"aD={law.alpha_D} (non-embedding N, WebText2 nats: not comparable with Chinchilla losses)")
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: Plan, why: str = "") -> str:
     a, b = plan.compute_optimal, plan.inference_aware
     rows = [
         ("parameters N", f"{a.N:.4g}", f"{b.N:.4g}"),
@@ -145,6 +149,8 @@ def format_plan(plan: Plan) -> str:
         ("total FLOPs", f"{a.total_flops:.4g}", f"{b.total_flops:.4g}"),
     ]
     lines = [f"law      {describe_law(plan.law)}"]
+    if why:
+        lines.append(f"why      {why}")
     if plan.compute_budget is not None:
         reach = plan.law.loss(*plan.law.compute_optimal(plan.compute_budget))
         lines.append(f"budget   {plan.compute_budget:.4g} training FLOPs reach loss {reach:.4f} compute-optimally")
@@ -245,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-loss", type=_positive_float, help="loss to reach (overrides the budget's loss)")
     ap.add_argument("--inference-tokens", type=_positive_float, default=0.0,
                     help="tokens the model will serve over its life (2·N FLOPs each)")
-    ap.add_argument("--law", default="chinchilla", help="chinchilla | besiroglu | kaplan | fitted:PATH")
+    ap.add_argument("--law", default=DEFAULT_LAW,
+                    help=f"besiroglu | chinchilla | kaplan | fitted:PATH (default {DEFAULT_LAW}: the refit that "
+                         "reproduces Hoffmann et al.'s 10B-on-200B-tokens figure)")
     ap.add_argument("--write-config", type=Path, metavar="PATH", help="write a training YAML for the pick")
     ap.add_argument("--pick", choices=("auto", "compute-optimal", "inference-aware"), default="auto",
                     help="which pick the config is for (auto: inference-aware when inference tokens > 0)")
@@ -275,11 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.compute is None and args.target_loss is None and args.evaluate is None:
             raise ValueError("give --compute FLOPs and/or --target-loss L (or --evaluate N:D)")
         if args.evaluate is not None:
+            print(f"law      {describe_law(law)}\nwhy      {why_law(args.law)}")
             print(_evaluate(law, *args.evaluate))
         if args.compute is None and args.target_loss is None:
             return 0
         plan = make_plan(law, args.compute, args.target_loss, args.inference_tokens)
-        print(format_plan(plan))
+        print(format_plan(plan, "" if args.evaluate is not None else why_law(args.law)))
         if args.write_config:
             which = args.pick if args.pick != "auto" else (
                 "inference-aware" if args.inference_tokens > 0 else "compute-optimal")

@@ -23,9 +23,12 @@ import numpy as np
 import yaml
 
 from model.config import get_config
+from scaling import SCALING_JSON, SCALING_PNG
 from scaling.plan import make_plan
 from scaling.shape import param_count
 from scaling.laws import FLOPS_PER_PARAM_TOKEN, extrapolate, fit_law
+from storage.atomic import atomic_path, atomic_write_text
+from storage.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +49,11 @@ class SweepConfig:
     bootstrap: int = 200
     inference_tokens: float = 1e8
     out: str = ""
+
+    @property
+    def layout(self) -> Layout:
+        """The output tree the sweep's runs and its fit go into (``out``, default out/<profile>)."""
+        return Layout(self.out)
 
     def __post_init__(self):
         self.set = list(self.set or [])
@@ -83,7 +91,7 @@ class RunSpec:
     steps: int
 
     def run_dir(self, cfg: SweepConfig) -> Path:
-        return Path(cfg.out) / "train" / self.name
+        return cfg.layout.train_dir(self.name)
 
 
 def plan_runs(cfg: SweepConfig) -> list[RunSpec]:
@@ -185,7 +193,7 @@ def curve_check(cfg: SweepConfig, points: list[dict]) -> dict | None:
         return None
     longest = max(points, key=lambda p: (p["steps"], p["N"]))
     records = [json.loads(line) for line in
-               (Path(cfg.out) / "train" / longest["run"] / "metrics.jsonl").read_text().splitlines() if line.strip()]
+               (cfg.layout.train_dir(longest["run"]) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps = [r["step"] for r in records if "loss" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     try:
@@ -225,8 +233,8 @@ def plot(path: Path, points: list[dict], law, plan) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # the report may embed it at any moment: never half a PNG
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -242,8 +250,8 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
         p["predicted"] = float(law.loss(p["N"], p["D"]))
     budget = max(p["flops"] for p in points)
     plan = make_plan(law, compute=budget, inference_tokens=cfg.inference_tokens)
-    report_dir = Path(cfg.out) / "report"
-    png = report_dir / "scaling.png"
+    report_dir = cfg.layout.report_dir
+    png = report_dir / SCALING_PNG
     plot(png, points, law, plan)
     result = {
         **fit.to_dict(),
@@ -260,9 +268,7 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
         "curve_extrapolation": curve_check(cfg, points),
         "plot": png.name,
     }
-    tmp = report_dir / "scaling.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(report_dir / "scaling.json")  # atomic: a reader never sees half a report
+    atomic_write_text(report_dir / SCALING_JSON, json.dumps(result, indent=2))  # a reader never sees half of it
     return result
 
 
@@ -311,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     print(format_result(result))
-    print(f"sweep: wrote {Path(cfg.out) / 'report' / 'scaling.json'} and {result['plot']}")
+    print(f"sweep: wrote {cfg.layout.report_dir / SCALING_JSON} and {result['plot']}")
     return 0
 
 

@@ -12,6 +12,7 @@ from datatrove.data import Document
 
 from pipeline import accounting
 from pipeline.documents import ParquetShardWriter
+from storage.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -28,7 +29,7 @@ def write_stage(root: Path, stage: str, source: str, docs: list[Document]) -> di
     list(ParquetShardWriter(root / stage / source, account_dir=account, stage=stage).run(iter(docs), rank=0))
     record = accounting.summarise(account, 1)
     record.update({"seconds": 0.1, "tasks": 1, "params": {}})
-    accounting.atomic_write_json(root / stage / source / "stats.json", record)
+    atomic_write_json(root / stage / source / "stats.json", record)
     accounting.merge_into_stats(root / "report" / "stats.json", stage, source, record)
     return record
 

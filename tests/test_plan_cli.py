@@ -85,3 +85,18 @@ def test_cli_subprocess_evaluate_and_one_line_errors(tmp_path):
         assert message in bad.stderr and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_default_law_reproduces_the_10b_on_200b_tokens_llama_cites(capsys):
+    """LLaMA cites Hoffmann et al.: 10B parameters on ~200B tokens for ~1.2e22 FLOPs. The printed Approach 3
+    constants say 5.7B on 362B; the default (Besiroglu's refit) must say 10B on 200B, and say which law it is."""
+    assert main(["--compute", "1.2e22"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("law      besiroglu:") and lines[1].startswith("why      default law, Besiroglu")
+    cells = {line[:24].strip(): line[24:].split() for line in lines}
+    n, d = float(cells["parameters N"][0]), float(cells["training tokens D"][0])
+    assert n == pytest.approx(10e9, rel=0.03) and d == pytest.approx(200e9, rel=0.03)
+    assert main(["--compute", "1.2e22", "--law", "chinchilla"]) == 0
+    old = capsys.readouterr().out
+    assert "why      Hoffmann et al. 2022's Approach 3" in old and "default" not in old.splitlines()[1]

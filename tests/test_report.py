@@ -59,7 +59,7 @@ def test_report_errors_are_one_line(tmp_path):
 
 
 def test_limit_lines_come_from_the_stage_parameter_that_bounds_the_signal():
-    from report.build import _limit_param
+    from report.documents import _limit_param
 
     params = {"max_line_length": 1000, "max_mean_line_length": 100, "min_alnum_fraction": 0.25, "enabled": True}
     assert _limit_param("code_max_line_length", params) == "max_line_length"
@@ -69,7 +69,8 @@ def test_limit_lines_come_from_the_stage_parameter_that_bounds_the_signal():
 
 
 def test_perplexity_cutoffs_are_drawn_from_the_stage_summary(tmp_path):
-    from report.build import RunData, _lines_for
+    from report.documents import _lines_for
+    from report.gather import RunData
     from report.scan import FolderScan
 
     folder = tmp_path / "perplexity" / "commoncrawl"
@@ -109,3 +110,33 @@ def test_sampled_scans_are_labelled_on_the_page(tmp_path):
     samples = section(page, "samples")
     assert "kept — 60 documents" in samples and "excluded: <code>langid:low_score</code> — 30 documents" in samples
     assert samples.count('<div class="doc x">') == 2 and samples.count('<div class="doc">') == 2
+
+
+def test_capped_follows_the_loader_s_epoch_cap():
+    """The loader caps a source at floor(max_epochs × training windows) draws (train/mixture.py)."""
+    from report.tokens import capped
+
+    n_train = 29  # the sample's CommonCrawl at seq 256: 30 windows, 1 held out
+    assert capped({"windows": 31, "epochs": 31 / n_train, "max_epochs": 1.1})  # floor(1.1 × 29) = 31
+    assert not capped({"windows": 30, "epochs": 30 / n_train, "max_epochs": 1.1})
+    assert not capped({"windows": 0, "epochs": 0.0, "max_epochs": 1.1}) and not capped({})
+
+
+def test_token_shards_are_read_as_the_trainer_reads_them(tmp_path):
+    """Shard rows come from tokenizer.shards.open_shard: document lengths from .ds.index, and a shard the
+    trainer would refuse (index and file disagree) is named with its problem, not given numbers."""
+    from report.gather import gather
+    from storage.layout import Layout
+    from tokenizer.shards import write_shard
+
+    layout = Layout(tmp_path / "sample")
+    write_stage(layout.root, "extract", "github", [])
+    folder = layout.tokens_dir("github")
+    write_shard(folder, [[5, 6, 7], [8]], rank=0, source="github", vocab_size=100, eos_id=2)
+    bad = write_shard(folder, [[5, 6], [7, 8, 9]], rank=1, source="github", vocab_size=100, eos_id=2)
+    with open(f"{bad}.index", "r+b") as f:  # the last document's end no longer matches the tokens
+        f.truncate(8)
+    data = gather(layout.root)
+    good, broken = data.shards["github"]
+    assert (good.documents, good.tokens, good.mean_len, good.max_len, good.problem) == (2, 6, 3.0, 4, None)
+    assert broken.problem.startswith("unreadable:") and "index ends at token 3" in broken.problem

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -68,7 +69,7 @@ def _minhash_folder(root: Path) -> None:
     accounting.merge_into_stats(root / "report" / "stats.json", "minhash", "c4", rec)
 
 
-def _training_run(root: Path) -> None:
+def _training_run(root: Path, manifest: Path) -> None:
     from train.metrics import MetricsLog
 
     log = MetricsLog(root / "train" / "tiny", enabled=True, resume_step=None)
@@ -78,7 +79,38 @@ def _training_run(root: Path) -> None:
         if step % 10 == 0:
             log.write({"step": step, "eval": {"github": 7.0 / (1 + 0.1 * step), "stackexchange": 7.5 / (1 + 0.1 * step)}})
     log.close()
-    (root / "train" / "tiny" / "summary.json").write_text(json.dumps({"run": "tiny", "steps": 40, "tokens": 40 * 4096}))
+    mixture = _realised_mixture(root, manifest)
+    tokens = sum(m["tokens"] for m in mixture.values())
+    (root / "train" / "tiny" / "summary.json").write_text(json.dumps(
+        {"run": "tiny", "steps": 40, "stop_reason": "max_steps", "tokens": tokens, "final_loss": 1.6, "mixture": mixture}))
+    # an earlier run (its name sorts last, its summary is older): the mixture table must not show it
+    early = root / "train" / "zz-early"
+    early.mkdir(parents=True)
+    (early / "metrics.jsonl").write_text("")
+    (early / "summary.json").write_text(json.dumps({"run": "zz-early", "tokens": 99, "mixture": {
+        "github": {"tokens": 99, "windows": 1, "share": 1.0, "target": 1.0, "epochs": 9.0, "max_epochs": 0.64}}}))
+    old = (root / "train" / "tiny" / "summary.json").stat().st_mtime - 3600
+    os.utime(early / "summary.json", (old, old))
+
+
+def _realised_mixture(root: Path, manifest: Path) -> dict:
+    """What train/loop.py writes as summary.json's ``mixture``: the real loader over the run's shards,
+    drawn until github reaches its epoch cap and then up to half as many draws again (all of them
+    stackexchange's, short of its own cap), so one source is capped and the shares are off target."""
+    import warnings
+
+    from train.mixture import MixtureLoader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sources without shards are skipped, with a warning
+        loader = MixtureLoader(root / "tokens", manifest, seq_len=64, eval_fraction=0.02, seed=3)
+    while loader.consumed["github"] < loader.cap["github"]:
+        loader.consumed[loader.plan_sources(1)[0][0]] += 1
+        loader.draw += 1
+    for _ in range(min(loader.draw // 2, loader.cap["stackexchange"] - loader.consumed["stackexchange"] - 1)):
+        loader.consumed[loader.plan_sources(1)[0][0]] += 1
+        loader.draw += 1
+    return loader.realised()
 
 
 def _scaling(root: Path) -> None:
@@ -124,7 +156,7 @@ def run(tmp_path_factory) -> dict:
         accounting.merge_into_stats(root / "report" / "stats.json", "tokenize", source, rec)
     write_stage(root, "extract", "arxiv", [])  # a source whose extract kept nothing
     _minhash_folder(root)
-    _training_run(root)
+    _training_run(root, manifest)
     _scaling(root)
     report = cli("report", str(root), "--manifest", str(manifest), "--samples", "10")
     assert report.returncode == 0, report.stdout + report.stderr
@@ -179,15 +211,38 @@ def test_mixture_and_shards_from_token_sidecars(run):
     tokens = {s: sum(json.loads(p.read_text())["tokens"] for p in (root / "tokens" / s).glob("*.json") if p.name != "stats.json")
               for s in ("github", "stackexchange")}
     total = sum(tokens.values())
-    mix = parse(section(run["html"], "mixture")).tables[0]
+    mix, hypothetical = parse(section(run["html"], "mixture")).tables[:2]
     rows = {r[0]: r for r in mix[1:]}
     assert rows["github"][1] == f"{tokens['github']:,}" and rows["total"][1] == f"{total:,}"
-    # epochs at total = weight × total / tokens
-    assert rows["github"][5] == f"{0.045 * total / tokens['github']:,.2f}"
     assert rows["c4"][1] == "0" and "No tokens for" in run["html"] and "c4" in section(run["html"], "mixture")
+    # what-ifs are in their own table, labelled: epochs at total = weight × total / tokens
+    assert all(h.startswith("hypothetical: ") for h in hypothetical[0][1:])
+    what_if = {r[0]: r for r in hypothetical[1:]}
+    assert what_if["github"][2] == f"{0.045 * total / tokens['github']:,.2f}"
     shards = parse(section(run["html"], "shards")).tables
     names = {r[0] for t in shards for r in t[1:]}
     assert {p.name for p in (root / "tokens" / "github").glob("*.ds")} <= names
+
+
+def test_mixture_shows_what_the_latest_run_really_drew(run):
+    """The run's realised mixture (summary.json, as the loader counted it) beside the targets, not
+    weight × trained tokens / shard tokens (which claimed ~100 epochs for a source capped at ~1)."""
+    summary = json.loads((run["root"] / "train" / "tiny" / "summary.json").read_text())
+    realised, trained = summary["mixture"], summary["tokens"]
+    mix = parse(section(run["html"], "mixture")).tables[0]
+    header, rows = mix[0], {r[0]: r for r in mix[1:]}
+    assert header[3:10] == ["target weight", "manifest epochs", "trained tokens (tiny)", "trained share", "run target share",
+                            "trained epochs", "note"]
+    gh, se = realised["github"], realised["stackexchange"]
+    assert gh["epochs"] == pytest.approx(0.64, abs=0.02) and gh["share"] < gh["target"] - 0.05  # github capped, shares skewed
+    for source, m in (("github", gh), ("stackexchange", se)):
+        assert rows[source][5:9] == [f"{m['tokens']:,}", f"{100 * m['share']:.1f}%", f"{100 * m['target']:.1f}%",
+                                     f"{m['epochs']:,.3f}"], rows[source]
+    assert rows["github"][3:5] == ["4.5%", "0.64"] and rows["github"][9] == "capped at 0.64 epochs"
+    assert rows["stackexchange"][9] == "" and rows["c4"][9].startswith("not drawn")
+    assert rows["total"][5] == f"{trained:,}"
+    assert "zz-early" not in section(run["html"], "mixture") and "epochs in run" not in run["html"]
+    assert "github reached its epoch cap" in section(run["html"], "mixture")
 
 
 def test_clusters_samples_and_escaping(run):

@@ -197,9 +197,32 @@ class _NoBar:
     def close(self): pass
 
 
+class _LineProgress:
+    """Progress for logs: off a terminal, tqdm's '\r' redraws would fill a log file (hundreds of KB for a
+    300-step run), so print one plain line every `every` steps (~20 per run) or minute, and the last step."""
+
+    def __init__(self, cfg: TrainConfig, start_step: int):
+        self.n, self.total, self.run = start_step, cfg.max_steps, cfg.run
+        self.every, self.last = max(1, cfg.log_every, math.ceil(cfg.max_steps / 20)), time.time()
+
+    def update(self, n): self.n += n
+
+    def set_postfix(self, **kw):  # called once per step, after update()
+        if self.n % self.every and self.n != self.total and time.time() - self.last < 60:
+            return
+        self.last = time.time()
+        print(f"{self.run}: step {self.n}/{self.total} | " + " ".join(f"{k} {v}" for k, v in kw.items()), flush=True)
+
+    def close(self): pass
+
+
 def _progress(cfg: TrainConfig, start_step: int, enabled: bool):
-    if tqdm is None or not enabled:
+    import sys
+
+    if not enabled:
         return _NoBar()
+    if tqdm is None or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return _LineProgress(cfg, start_step)
     return tqdm(total=cfg.max_steps, initial=start_step, desc=cfg.run, dynamic_ncols=True)
 
 
