@@ -8,6 +8,7 @@ file only (one counted exclusion and one log line), never the shard.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 from pathlib import Path
@@ -21,7 +22,7 @@ from ingest.download import DONE_SUFFIX, PART_SUFFIX
 from pipeline import accounting
 from pipeline.documents import exclude
 from pipeline.params import Bool, Choice, Int, Languages, Names
-from pipeline.stages import Stage, StageIO
+from pipeline.stages import Stage, StageIO, is_complete
 
 DEFAULT_MAX_TASKS = 64
 
@@ -127,6 +128,17 @@ class ExtractStage(Stage):
     def tasks(self, io: StageIO) -> int:
         max_tasks = int(self.params.get("tasks", DEFAULT_MAX_TASKS))
         return max(1, min(len(self.entries(io)), max_tasks))
+
+    @classmethod
+    def estimate_tasks(cls, params, input_dir, inputs, root, previous_tasks) -> int:
+        """One task per downloaded entry (capped); before the download ran, one per local input file,
+        or the cap for remote lists (they expand to many files at download time)."""
+        cap = int(params.get("tasks") or DEFAULT_MAX_TASKS)
+        if input_dir is not None and is_complete(input_dir):
+            return max(1, min(len(raw_entries(input_dir)), cap))
+        if all(isinstance(i, str) and "://" not in i for i in inputs):  # local globs: count the files
+            return max(1, min(sum(len(glob.glob(str(Path(root) / i))) for i in inputs), cap))
+        return cap
 
     def run(self, io: StageIO) -> None:
         entries = [str(p) for p in self.entries(io)]

@@ -130,6 +130,15 @@ class Stage:
         """Tasks of the pass that writes the output (one per input shard by default)."""
         return io.tasks
 
+    @classmethod
+    def estimate_tasks(cls, params: dict[str, Any], input_dir: Path | None, inputs: list, root: Path,
+                       previous_tasks: int | None) -> int:
+        """Task count before the stage's input exists (a Slurm dry run writes later stages' plans from
+        this): the ``tasks`` parameter when set, else the stage before's count (a document stage writes
+        one shard per task, and the next stage runs one task per shard). ``inputs`` are the source's
+        manifest inputs, relative to ``root``."""
+        return int(params["tasks"]) if params.get("tasks") else previous_tasks or 1
+
 
 class DocumentStage(Stage):
     """One pass: read shards, apply ``steps(io)``, write kept and excluded documents."""

@@ -11,7 +11,6 @@ each source's ``--dependency=afterok`` chain.
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 from typing import Any
@@ -37,23 +36,6 @@ class SlurmDryRun(Runner):
             return names
         chosen = [i for i, n in enumerate(names) if n in self.stages]
         return names[: max(chosen) + 1] if chosen else []
-
-    def _estimate(self, stage: str, params: dict, source: str, previous_tasks: int | None) -> int:
-        if "tasks" in params:
-            return int(params["tasks"])
-        if stage == "extract":
-            from ingest.extract import DEFAULT_MAX_TASKS, raw_entries
-
-            download = self.output_dir(source, "download")
-            cap = int(params.get("tasks", DEFAULT_MAX_TASKS))
-            if is_complete(download):
-                return max(1, min(len(raw_entries(download)), cap))
-            inputs = self.manifest.sources[source].inputs
-            if all(isinstance(i, str) and "://" not in i for i in inputs):  # local globs: count the files
-                root = self.manifest.path.parent
-                return max(1, min(sum(len(glob.glob(str(root / i))) for i in inputs), cap))
-            return cap  # remote lists expand to many files at download time
-        return previous_tasks or 1
 
     def run(self) -> None:
         for source in self.sources:
@@ -95,7 +77,8 @@ class SlurmDryRun(Runner):
                     if blocked is None:
                         blocked = f"{stage}/{source} has not run yet"
                     continue
-                tasks = self._estimate(stage, params, source, tasks)
+                input_dir = self.output_dir(source, prev) if prev else None
+                tasks = cls.estimate_tasks(params, input_dir, spec.inputs, self.manifest.path.parent, tasks)
                 self.plan.append({**entry, "status": "estimated", "tasks": tasks, "note": blocked})
         models = sorted({m for s in self.sources for n in self._targets(s) for m in stage_class(n).requires_models})
         for m in models:
