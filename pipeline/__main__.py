@@ -1,4 +1,4 @@
-"""``python -m pipeline``: run the manifest, one stage, reports, inspection, sizing.
+"""``python -m pipeline``: run the manifest, one stage, reports, inspection, sizing, Hugging Face export.
 
 Errors a user can fix (bad manifest, missing input, bad flag) print one line and exit 2; a stage
 failure prints one line naming the stage and where its task logs are, and exits 1.
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "report.build", "write out/<profile>/report/index.html and print a summary"),
         ("inspect", "report.inspect", "print documents from a stage folder or a token shard"),
         ("plan", "ops.sizing", "size a profile: tasks, disk, memory, core-hours per stage"),
+        ("export-hf", "report.hf_dataset", "write a profile's kept documents as a Hugging Face dataset folder"),
     ):
         c = sub.add_parser(name, help=help_, add_help=False)
         c.add_argument("rest", nargs=argparse.REMAINDER)

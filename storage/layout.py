@@ -10,6 +10,7 @@ written down once, here; every module asks a ``Layout`` instead of joining path 
     tokens/<source>/                  token shards (the tokenize stage's output)
     models/<name>/                    model artefacts (lm, wikiref_train)
     tokenizer/tokenizer.model         the tokenizer (the tokenizer model stage's output)
+    tokenizer/tokenizer.json          its settings and per-source sampling record
     train/<run>/                      training runs
     report/stats.json, index.html     accounting of every stage, the HTML report
     slurm/                            sbatch scripts of a Slurm dry run
@@ -29,6 +30,7 @@ EXCLUDED = "excluded"
 WORK = ".work"
 SUCCESS = "_SUCCESS"
 TOKENIZER_FILE = "tokenizer.model"
+TOKENIZER_SUMMARY = "tokenizer.json"  # the settings and sampling record of a trained tokenizer
 STATS_FILE = "stats.json"
 
 
@@ -84,6 +86,10 @@ class Layout:
     @property
     def tokenizer_model(self) -> Path:
         return self.tokenizer_dir / TOKENIZER_FILE
+
+    @property
+    def tokenizer_summary(self) -> Path:
+        return self.tokenizer_dir / TOKENIZER_SUMMARY
 
     # ---- training, report, cluster scripts ------------------------------------------------------
     def train_dir(self, run: str | None = None) -> Path:

@@ -24,7 +24,7 @@ from pipeline.params import Bool, Choice, Int, Number
 from pipeline.stages import ModelStage, Stage, StageIO
 from storage.atomic import atomic_write_json
 from storage.checksum import sha256_file
-from storage.layout import Layout
+from storage.layout import TOKENIZER_SUMMARY, Layout
 from tokenizer.shards import ShardWriter
 
 
@@ -94,7 +94,7 @@ class TokenizerStage(ModelStage):
 
         summary = train_tokenizer(sentences, io.output_dir, p, num_threads=int(p.get("num_threads", os.cpu_count() or 1)))
         summary.update(seed=seed, sources=per_source)
-        atomic_write_json(io.output_dir / "tokenizer.json", summary)
+        atomic_write_json(io.output_dir / TOKENIZER_SUMMARY, summary)
         return summary
 
 

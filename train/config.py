@@ -6,6 +6,7 @@ batch size that does not divide fails in one line before any model is built.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,29 @@ class OptimConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str = ""                    # set to log to Weights & Biases (needs `pip install wandb`)
+    entity: str = ""                     # team or user (default: your W&B default entity)
+    mode: str = ""                       # online | offline (no network; `wandb sync` later) | disabled
+
+    def __post_init__(self):
+        if self.mode not in ("", "online", "offline", "disabled"):
+            raise ConfigError(f"metrics.wandb.mode must be online|offline|disabled, got {self.mode!r}")
+        if not self.project and (self.entity or self.mode):
+            raise ConfigError("metrics.wandb.project is required to log to W&B")
+        if self.project and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("metrics.wandb is set but the wandb package is not installed: "
+                              "pip install wandb (or remove metrics.wandb)")
+
+
+@dataclass
+class MetricsConfig:
+    """Where metrics.jsonl's records are mirrored (rank 0 only): train/trackers.py."""
+    tensorboard: bool = True             # event files in <run>/tensorboard/ (skipped with a warning without tensorboard)
+    wandb: WandbConfig = field(default_factory=WandbConfig)  # off unless wandb.project is set
+
+
+@dataclass
 class TrainConfig:
     run: str = "tiny"
     profile: str = "sample"
@@ -55,6 +79,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     max_steps: int = 1000
     eval_every: int = 100                # 0 = only at the end
     eval_tokens: int = 65536             # held-out tokens per source per evaluation

@@ -107,7 +107,8 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
         loader.load_state_dict(state["loader"])
         start_step, elapsed_before, tokens_seen = state["step"], state["elapsed_s"], state["tokens"]
         cpu_before = state.get("cpu_s", 0.0)
-    log = MetricsLog(run_dir, d.is_main, resume_step=start_step if ckpt is not None else None)
+    log = MetricsLog(run_dir, d.is_main, resume_step=start_step if ckpt is not None else None, cfg=cfg,
+                     mixture=loader.realised)
     device_name, peak = device_peak_flops(d.device)
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Run logging: metrics.jsonl (one record per step / evaluation), MFU, memory, optional TensorBoard.
+"""Run logging: metrics.jsonl (one record per step / evaluation), MFU, memory; TensorBoard / W&B mirrors.
 
 Why JSON lines: appendable while training, trivially parsed by tests and plots, and truncatable to
 the resumed step so a killed-and-resumed run's log has no duplicated or orphaned steps.
@@ -9,10 +9,13 @@ import json
 import resource
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from storage.atomic import atomic_write_text
+from train.config import MetricsConfig
+from train.trackers import open_trackers, scalars
 
 # Dense bf16 tensor-core peak FLOP/s per device (vendor datasheets). MFU is reported against these.
 PEAK_FLOPS_BF16 = {
@@ -60,12 +63,17 @@ def truncate_log(path: Path, keep_through_step: int) -> None:
 
 
 class MetricsLog:
-    """Appends records to metrics.jsonl (and TensorBoard when available) on the main rank only."""
+    """Appends records to metrics.jsonl and mirrors them to TensorBoard / W&B (train/trackers.py), on the
+    main rank only. ``mixture`` (the loader's ``realised``) adds the realised mixture shares to each
+    evaluation record."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool, resume_step: int | None):
+    def __init__(self, run_dir: str | Path, enabled: bool, resume_step: int | None, cfg=None,
+                 mixture: Callable[[], dict] | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = enabled
-        self.file = self.tb = None
+        self.mixture = mixture
+        self.file = None
+        self.trackers: list = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,30 +82,29 @@ class MetricsLog:
         else:
             truncate_log(self.path, resume_step)
         self.file = self.path.open("a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-        except Exception:  # tensorboard is optional
-            self.tb = None
+        settings = cfg.metrics if cfg is not None else MetricsConfig()
+        self.trackers = open_trackers(run_dir, settings, resume_step, name=cfg.run if cfg is not None else "",
+                                      config=cfg.to_dict() if cfg is not None else None)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
+        if "eval" in record and self.mixture is not None:
+            record = {**record, "mixture": {n: m["share"] for n, m in self.mixture().items()}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            step = record.get("step", 0)
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self.tb.add_scalar(f"train/{key}", value, step)
-            for source, value in record.get("eval", {}).items():
-                self.tb.add_scalar(f"eval/{source}", value, step)
+        if self.trackers:
+            values = scalars(record)
+            for tracker in self.trackers:
+                tracker.log(record.get("step", 0), values)
 
     def close(self) -> None:
         if self.file:
             self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+            self.file = None
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
 
 def read_metrics(path: str | Path) -> list[dict]:
