@@ -17,9 +17,10 @@ import torch
 def default_chunk_rows(vocab_size: int, device: torch.device | str = "cpu") -> int:
     """Rows per chunk: ~8 MiB of fp32 logits on a CPU (cache-friendly; below ~256 rows the matmuls lose
     efficiency, measured at vocab 32k), ~256 MiB on an accelerator, where bigger matmuls run faster and
-    fewer chunks keep a compiled graph small."""
+    fewer chunks keep a compiled graph small. Always a multiple of 128 rows (tensor-core and matmul tile
+    friendly: 2,048 rather than 2,097 at vocab 32k on a GPU)."""
     budget = 1 << 21 if torch.device(device).type == "cpu" else 1 << 26
-    return max(256, budget // vocab_size)
+    return max(256, budget // vocab_size // 128 * 128)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

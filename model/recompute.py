@@ -2,8 +2,11 @@
 
 The LLaMA paper saves "the activations that are expensive to compute, such as the outputs of linear layers"
 and recomputes the rest during the backward pass. "selective" does exactly that with torch's selective
-checkpoint policy: matmul outputs are kept, the cheap elementwise ops (norms, rotary, SiLU, products,
-residual adds) and the attention kernel are recomputed. "full" keeps only each block's input.
+checkpoint policy: matmul outputs and the fused attention kernels' outputs (flash / memory-efficient /
+cuDNN SDPA: output and log-sum-exp, what their backward needs) are kept; the cheap elementwise ops
+(norms, rotary, SiLU, products, residual adds) are recomputed. Attention is the most expensive op per
+byte it would save, so recomputing it (a second flash forward per block per step) costs far more than
+its [B, T, dim] output. "full" keeps only each block's input.
 The function only sets `TransformerBlock.checkpoint_fn`, so parameter names and checkpoints are unchanged
 and the blocks can still be sharded individually.
 """
@@ -22,8 +25,13 @@ log = logging.getLogger(__name__)
 
 MODES = ("none", "selective", "full")
 
-# Outputs of these ops are the linear-layer activations that are worth storing.
-_SAVED_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+# Outputs of these ops are the activations worth storing: linear layers, and the fused attention kernels
+# that F.scaled_dot_product_attention dispatches to (whichever exist in this torch; the CPU flash kernel
+# included, so CPU tests see the same policy).
+_ATTENTION_OPS = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                  "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+_SAVED_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default} | {
+    getattr(torch.ops.aten, name).default for name in _ATTENTION_OPS if hasattr(torch.ops.aten, name)}
 
 
 def _save_matmuls(ctx, op, *args, **kwargs):

@@ -13,13 +13,15 @@ resumes in 1 process.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from train.config import config_from_dict
 from train.loop import train
 from train.metrics import read_metrics
-from train_support import make_corpus, run_train, tiny_config, write_config
+from train_support import REPO, child_env, make_corpus, run_train, tiny_config, write_config
 
 REL = 1e-4
 
@@ -72,3 +74,20 @@ def test_ddp_and_fsdp_two_processes_equal_one(corpus, tmp_path, one_torch_thread
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming at step 4" in proc.stdout
     _assert_close(reference, _curve(run))
+
+
+@pytest.mark.slow
+def test_fsdp_under_torchrun_with_one_process_really_shards(corpus, tmp_path, one_torch_thread):
+    """`torchrun --nproc-per-node 1` with parallel=fsdp starts the process group and shards the model
+    (DTensor parameters), so one GPU runs the same FSDP2 code as many; same curve as no wrapping."""
+    base = dict(max_steps=4, eval_every=2, ckpt_every=2)
+    train(config_from_dict(tiny_config(corpus, tmp_path / "plain", **base)))
+    run = tmp_path / "fsdp1"
+    config = write_config(tiny_config(corpus, run, parallel="fsdp", **base), tmp_path / "fsdp1.yaml")
+    cmd = [sys.executable, "-m", "train.launch", "--nodes", "1", "--gpus-per-node", "1", "--", "--config", str(config)]
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--nproc-per-node 1" in proc.stdout and "world 1 (fsdp)" in proc.stdout
+    assert "[FSDP2, 3 units, DTensor params, float32 compute / float32 reduce]" in proc.stdout
+    assert "not launched by torchrun" not in proc.stderr
+    _assert_close(_curve(tmp_path / "plain"), _curve(run))

@@ -103,3 +103,43 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     assert summary["stop_reason"] == f"diverged: non-finite loss at step {summary['steps']}"
     assert summary["steps"] < 30
     assert [s for s, _ in complete_checkpoints(tmp_path / "run")][-1] == summary["steps"] - 1
+
+
+def test_host_reads_scalars_only_on_sync_steps_and_logs_the_same_values(corpus, tmp_path, monkeypatch):
+    import train.loop as loop
+    reads = []
+    real = loop.as_float
+    monkeypatch.setattr(loop, "as_float", lambda x: reads.append(1) or real(x))
+    curves = {}
+    for every in (1, 4):
+        reads.clear()
+        run = tmp_path / f"every{every}"
+        train(config_from_dict(tiny_config(corpus, run, max_steps=9, eval_every=0, ckpt_every=0, log_every=every)))
+        curves[every] = {r["step"]: (r["loss"], r["grad_norm"]) for r in read_metrics(run / "metrics.jsonl")
+                         if "loss" in r}
+        assert len(reads) == (9 if every == 1 else 4)  # every step / steps 1 (first), 4, 8 and 9 (last)
+    assert sorted(curves[4]) == [4, 8, 9]
+    assert {s: curves[1][s] for s in curves[4]} == curves[4]  # identical floats
+
+
+def test_divergence_between_sync_steps_names_the_first_bad_step(corpus, tmp_path):
+    def run(name, **kw):
+        cfg = tiny_config(corpus, tmp_path / name, max_steps=30, eval_every=0, **kw)
+        cfg["optim"] = {"lr": 1.0e12, "warmup_steps": 1}
+        return train(config_from_dict(cfg))
+
+    dense = run("dense", ckpt_every=1, log_every=1)
+    first_bad = dense["steps"]
+    sparse = run("sparse", ckpt_every=0, log_every=7)
+    assert sparse["stop_reason"].startswith(f"diverged: non-finite loss at step {first_bad}")
+    assert sparse["steps"] == 7 * (first_bad // 7 + 1) or sparse["steps"] == first_bad
+    assert not complete_checkpoints(tmp_path / "sparse")  # nothing written after the divergence
+
+
+def test_compile_without_a_toolchain_runs_eager(corpus, tmp_path, monkeypatch, capsys):
+    import train.loop as loop
+    monkeypatch.setattr(loop, "compile_unavailable", lambda device: "no C++ compiler on PATH (test)")
+    summary = train(config_from_dict(tiny_config(corpus, tmp_path / "run", max_steps=2, eval_every=0,
+                                                 ckpt_every=0, compile=True)))
+    assert summary["steps"] == 2
+    assert "train: compile=true but no C++ compiler on PATH (test): running eager" in capsys.readouterr().out

@@ -7,7 +7,8 @@ Layout of `<run>/checkpoints/step_NNNNNNN/`:
   train_config.json the run configuration, for humans and for `train.eval`
 The step directory is assembled in a hidden temporary sibling and renamed into place (`storage.atomic`),
 so a run killed while saving leaves only a `.step_*` directory that resume ignores and removes. Only
-plain python values and tensors are stored, so everything loads with `torch.load(weights_only=True)`.
+plain python values and tensors are stored, so everything loads with `torch.load(weights_only=True)`
+(memory-mapped, so the ranks of a node share one read of the file).
 Full (unsharded) state dicts make a checkpoint loadable under any parallelism and world size.
 """
 from __future__ import annotations
@@ -105,13 +106,43 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opti
     return final
 
 
+def _load(path: Path) -> dict:
+    """torch.load memory-mapped: on a node of several ranks the file's pages are read once into the page
+    cache and shared, and each rank only touches the tensors it copies from, instead of every rank
+    reading the whole optimiser state into its own memory (weights_only: plain values and tensors)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def _storages(tree) -> set[int]:
+    if torch.is_tensor(tree):
+        return {tree.untyped_storage().data_ptr()}
+    if isinstance(tree, dict):
+        return set().union(*(_storages(v) for v in tree.values())) if tree else set()
+    if isinstance(tree, (list, tuple)):
+        return set().union(*(_storages(v) for v in tree)) if tree else set()
+    return set()
+
+
+def _unmap_optimizer_state(optimizer: torch.optim.Optimizer, mapped: set[int]) -> None:
+    """Copy optimiser state that still aliases the memory-mapped file (on CPU the optimiser adopts the
+    loaded tensors as they are): the run must not keep writing into, or holding open, a checkpoint file
+    that keep_last will delete."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            local = value.to_local() if hasattr(value, "to_local") else value
+            if torch.is_tensor(local) and local.untyped_storage().data_ptr() in mapped:
+                state[key] = value.clone()
+
+
 def load_checkpoint(ckpt_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Load weights, optimiser and RNG state into the (possibly wrapped) model; returns the train state."""
     ckpt_dir = Path(ckpt_dir)
-    model_sd = torch.load(ckpt_dir / "model" / "model.pt", map_location="cpu", weights_only=True)
-    state = torch.load(ckpt_dir / "train_state.pt", map_location="cpu", weights_only=True)
+    model_sd = _load(ckpt_dir / "model" / "model.pt")
+    state = _load(ckpt_dir / "train_state.pt")
     set_model_state_dict(model, model_sd, options=StateDictOptions(full_state_dict=True))
-    set_optimizer_state_dict(model, optimizer, state.pop("optimizer"),
-                             options=StateDictOptions(full_state_dict=True))
+    optim_sd = state.pop("optimizer")
+    set_optimizer_state_dict(model, optimizer, optim_sd, options=StateDictOptions(full_state_dict=True))
+    _unmap_optimizer_state(optimizer, _storages(optim_sd) - {0})
+    del model_sd, optim_sd
     set_rng_state(state.pop("rng"))
     return state

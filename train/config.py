@@ -92,6 +92,7 @@ class TrainConfig:
     activation_checkpointing: str = "none"
     dtype: str = "bf16"                  # bf16 | fp32: autocast dtype on CUDA; CPU always runs fp32
     parallel: str = "none"               # none | ddp | fsdp
+    dist_timeout_s: float = 1800.0       # process-group timeout: covers rank 0 writing a full checkpoint
 
     def __post_init__(self):
         tree = Layout.of_profile("out", self.profile)  # the pipeline's output tree of this profile
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ConfigError(f"parallel must be none|ddp|fsdp, got {self.parallel!r}")
         if self.dtype not in ("bf16", "fp32"):  # fp16 would need loss scaling; bf16 does not
             raise ConfigError(f"dtype must be bf16|fp32, got {self.dtype!r}")
+        if not self.dist_timeout_s > 0:
+            raise ConfigError(f"dist_timeout_s must be > 0, got {self.dist_timeout_s}")
         for name in ("max_steps", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")

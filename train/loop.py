@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover
 from model.recompute import apply_activation_checkpointing
 from model.config import ModelConfig, get_config
 from model.llama import Llama
+from model.toolchain import compile_unavailable
 from storage.atomic import atomic_write_text
 from storage.checksum import sha256_file
 from tokenizer.spm import TokenizerError, load_tokenizer
@@ -31,7 +32,8 @@ from train.eval import evaluate_heldout
 from train.metrics import MetricsLog, device_peak_flops, memory_mb, read_metrics
 from train.mixture import MixtureExhausted, MixtureLoader
 from train.optim import build_optimizer, lr_at, set_lr
-from train.parallel import all_reduce_sum, as_float, grad_sync, init_distributed, shutdown, wrap_model
+from train.parallel import (all_reduce_min, all_reduce_sum, as_float, describe_wrapping, grad_sync, init_distributed,
+                            shutdown, wrap_model)
 
 
 def tokenizer_vocab(path: str) -> tuple[int, str]:
@@ -63,7 +65,7 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Run (or continue) training as configured; returns the summary (also written to summary.json)."""
-    d = init_distributed(cfg.parallel)
+    d = init_distributed(cfg.parallel, cfg.dist_timeout_s)
     try:
         return _train(cfg, resume, d)
     finally:
@@ -80,7 +82,7 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     vocab_size, tok_sha = tokenizer_vocab(cfg.data.tokenizer)
 
     loader = MixtureLoader(cfg.data.tokens_dir, cfg.data.manifest, cfg.data.seq_len, cfg.data.eval_fraction,
-                           seed=cfg.seed, rank=d.rank, world_size=d.world_size)
+                           seed=cfg.seed, rank=d.rank, world_size=d.world_size, pin_memory=d.device.type == "cuda")
     check_shards(loader, vocab_size, tok_sha)
 
     mcfg = model_config(cfg, vocab_size)
@@ -88,12 +90,23 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     n_params, flops_per_token = model.num_params(), model.flops_per_token(cfg.data.seq_len)
     if cfg.activation_checkpointing != "none":
         apply_activation_checkpointing(model, cfg.activation_checkpointing)
-    model = wrap_model(model, cfg.parallel, d)
-    raw_model = model.module if hasattr(model, "module") else model  # DDP keeps the module inside
-    optimizer = build_optimizer(raw_model, cfg.optim)
-    step_fn = torch.compile(model) if cfg.compile else model
     use_bf16 = d.device.type == "cuda" and cfg.dtype == "bf16"  # CPU always runs fp32
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    fsdp = cfg.parallel == "fsdp" and d.distributed
+    compile_model = cfg.compile
+    if compile_model and (why := compile_unavailable(d.device)):
+        compile_model = False
+        if d.is_main:
+            print(f"train: compile=true but {why}: running eager", flush=True)
+    # FSDP2: blocks compiled one by one before sharding, and bf16 through its mixed-precision policy
+    # (parameters gathered in bf16, gradients reduced in fp32), so no autocast re-casting the weights at
+    # every forward. Otherwise the whole model is compiled and autocast runs the matmuls in bf16.
+    param_dtype = torch.bfloat16 if use_bf16 and fsdp else None
+    model = wrap_model(model, cfg.parallel, d, param_dtype=param_dtype, compile_blocks=compile_model and fsdp)
+    raw_model = model.module if hasattr(model, "module") else model  # DDP keeps the module inside
+    optimizer = build_optimizer(raw_model, cfg.optim)  # fused on CUDA
+    step_fn = torch.compile(model) if compile_model and not fsdp else model
+    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 and param_dtype is None
+                else contextlib.nullcontext)
 
     start_step, elapsed_before, cpu_before, tokens_seen = 0, 0.0, 0.0, 0
     if d.is_main:
@@ -113,7 +126,8 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         print(f"train: {cfg.run} | {n_params / 1e6:.2f}M params | vocab {vocab_size} | world {d.world_size} "
-              f"({cfg.parallel}) on {device_name} | {cfg.batch.tokens_per_step} tokens/step "
+              f"({cfg.parallel}) on {device_name} [{describe_wrapping(model, param_dtype)}] | "
+              f"{cfg.batch.tokens_per_step} tokens/step "
               f"(micro {cfg.batch.micro_batch} x seq {cfg.data.seq_len} x accum {accum}) | "
               f"{'resuming at step ' + str(start_step) if ckpt else 'fresh start'}", flush=True)
 
@@ -132,6 +146,16 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
 
     step, stop_reason, last_eval, last_eval_step = start_step, "max_steps", {}, None
     last_ckpt = start_step if ckpt else None
+    # The host reads device scalars (loss, grad norm) only on "sync" steps: logging, evaluation and
+    # checkpoint steps, the first step and the last. In between, a GPU step is queued without waiting
+    # for the previous one. Divergence is still caught at every step: a device-side tensor keeps the
+    # first step whose loss was non-finite, read (min over ranks) on sync steps, before any evaluation
+    # or checkpoint, so a checkpoint never holds diverged weights. tokens/s is measured over the steps
+    # since the previous sync. With log_every=1 (the tests) every step is a sync step, as before.
+    never = cfg.max_steps + 1
+    first_bad = torch.full((), never, dtype=torch.int64, device=d.device)
+    step_loss, grad_norm, tps, mfu = float("nan"), float("nan"), 0.0, None
+    last_sync, window_tokens, window_s = start_step, 0, 0.0
     bar = _progress(cfg, start_step, d.is_main)
     model.train()
     while step < cfg.max_steps:
@@ -145,33 +169,49 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
         set_lr(optimizer, lr)
         loss_sum = torch.zeros((), device=d.device)
         for micro in range(accum):
-            x, y = loader.next_batch(cfg.batch.micro_batch)
+            x, y = loader.next_batch(cfg.batch.micro_batch)  # pinned on CUDA: the copies below are asynchronous
             with grad_sync(model, sync=micro == accum - 1), autocast():
-                _, loss = step_fn(x.to(d.device), y.to(d.device))
+                _, loss = step_fn(x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True))
                 (loss / accum).backward()
             loss_sum += loss.detach()
-        grad_norm = as_float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip))
+        grad_norm_t = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        step_loss = all_reduce_sum([float(loss_sum) / accum], d)[0] / d.world_size
+        first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(loss_sum), never, step))
         tokens_seen += cfg.batch.tokens_per_step
-        dt = time.time() - t0
-        tps = cfg.batch.tokens_per_step / dt
-        mfu = (tps / d.world_size) * flops_per_token / peak if peak else None
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        window_tokens += cfg.batch.tokens_per_step
+        is_log = step % cfg.log_every == 0 or step == cfg.max_steps
+        is_eval = bool(cfg.eval_every and step % cfg.eval_every == 0)
+        is_ckpt = bool(cfg.ckpt_every and step % cfg.ckpt_every == 0)
+        bad = never
+        if is_log or is_eval or is_ckpt or step == start_step + 1:
+            step_loss = all_reduce_sum([float(loss_sum) / accum], d)[0] / d.world_size  # waits for the step
+            grad_norm = as_float(grad_norm_t)
+            bad = all_reduce_min(int(first_bad), d)
+            window_s += time.time() - t0
+            tps = window_tokens / window_s
+            mfu = (tps / d.world_size) * flops_per_token / peak if peak else None
+            last_sync, window_tokens, window_s = step, 0, 0.0
+        else:
+            window_s += time.time() - t0
+        if is_log:
             log.write({"step": step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
                        "tokens_per_s": tps, "mfu": mfu, "mem_mb": memory_mb(d.device)})
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
-        if not math.isfinite(step_loss):  # keep the last good checkpoint as the latest one
-            stop_reason = f"diverged: non-finite loss at step {step}"
+        if bad != never:  # keep the last good checkpoint as the latest one
+            stop_reason = _diverged(bad, step)
             break
-        if cfg.eval_every and step % cfg.eval_every == 0:
+        if is_eval:
             last_eval, last_eval_step = evaluate(step), step
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+        if is_ckpt:
             checkpoint(step)
             last_ckpt = step
+    if last_sync != step and not stop_reason.startswith("diverged"):  # stopped between sync steps
+        bad = all_reduce_min(int(first_bad), d)
+        if bad != never:
+            stop_reason = _diverged(bad, step)
     bar.close()
     if ckpt is not None and step == start_step and (run_dir / "summary.json").is_file():
         log.close()  # resumed a finished run (max_steps reached or data exhausted): nothing to add
@@ -190,6 +230,11 @@ def _train(cfg: TrainConfig, resume: bool, d) -> dict:
                            n_params, device_name)
     log.close()
     return summary
+
+
+def _diverged(first_bad: int, step: int) -> str:
+    seen = "" if first_bad == step else f" (seen at step {step})"
+    return f"diverged: non-finite loss at step {first_bad}{seen}"
 
 
 class _NoBar:

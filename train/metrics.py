@@ -19,7 +19,7 @@ from train.trackers import open_trackers, scalars
 
 # Dense bf16 tensor-core peak FLOP/s per device (vendor datasheets). MFU is reported against these.
 PEAK_FLOPS_BF16 = {
-    "H200": 989e12,
+    "H200 NVL": 835e12, "H200 SXM": 989e12, "H200": 989e12,  # torch names the SXM part plainly "NVIDIA H200"
     "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12,
     "GH200": 989e12,
     "A100": 312e12,

@@ -129,13 +129,15 @@ class MixtureLoader:
     """Deterministic, resumable, rank-aware sampler of (inputs, targets) batches over sources."""
 
     def __init__(self, tokens_dir: str | os.PathLike, mixture: str | os.PathLike | dict, seq_len: int,
-                 eval_fraction: float = 0.0, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 eval_fraction: float = 0.0, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of {world_size}")
         if not 0 <= eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
         self.tokens_dir, self.seq_len, self.seed = Path(tokens_dir), int(seq_len), int(seed)
         self.eval_fraction, self.rank, self.world_size = float(eval_fraction), rank, world_size
+        self.pin_memory = pin_memory  # batches in page-locked memory: asynchronous copies to a GPU
         self.specs: dict[str, MixtureSource] = {}
         self.windows: dict[str, SourceWindows] = {}
         self.skipped: dict[str, str] = {}
@@ -213,7 +215,11 @@ class MixtureLoader:
         mine = picks[self.rank::self.world_size]
         rows = np.stack([self.windows[name].window(self._window_index(name, c)) for name, c in mine])
         batch = torch.from_numpy(rows)
-        return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+        if not self.pin_memory:
+            return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+        shape = (batch.shape[0], batch.shape[1] - 1)
+        x, y = (torch.empty(shape, dtype=batch.dtype, pin_memory=True) for _ in range(2))
+        return x.copy_(batch[:, :-1]), y.copy_(batch[:, 1:])
 
     def __iter__(self):
         return self

@@ -22,9 +22,18 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+def use_fused(model: torch.nn.Module) -> bool:
+    """Fused AdamW (one kernel for all parameters) when every parameter lives on a CUDA device. Not on
+    CPU: curves there stay those of the default (foreach) implementation the tests compare against."""
+    devices = {p.device.type for p in model.parameters()}
+    return devices == {"cuda"}
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over `param_groups`; fused=None picks the fused implementation on CUDA (`use_fused`)."""
+    fused = use_fused(model) if fused is None else fused
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
 
 
 def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
