@@ -14,11 +14,17 @@ from loguru import logger
 
 
 def _cmd_run(args) -> int:
-    from pipeline.executors import make_executor
+    from pipeline.executors import make_executor, setup_console_logging
     from pipeline.manifest import load
-    from pipeline.runner import Runner
+    from pipeline.runner import Runner, check_selection
 
     manifest = load(args.manifest, profile=args.profile)
+    sources = [s for s in args.sources.split(",") if s] if args.sources else None
+    stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    check_selection(manifest, sources, stages)
+    setup_console_logging()  # loading the stages imported datatrove, which set up its own console logging
+    # on a cluster out_dir is often another filesystem: say where this run writes, every time
+    logger.info(f"output root: {manifest.out_root.resolve()}")
     kind = args.executor or manifest.executor.get("name", "local")
     workers = args.workers or manifest.executor.get("workers", "auto")
     options = {}
@@ -27,8 +33,6 @@ def _cmd_run(args) -> int:
     elif kind == "ray":  # a task on a Ray cluster reserves its stage's resources
         options = {"resources": manifest.resources}
     executor = make_executor(kind, workers, **options)
-    sources = [s for s in args.sources.split(",") if s] if args.sources else None
-    stages = [s for s in args.stages.split(",") if s] if args.stages else None
     if kind == "slurm" and args.dry_run:  # nothing runs, so later stages' task counts are estimated
         from pipeline.executors.slurm_dry_run import SlurmDryRun
 

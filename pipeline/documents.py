@@ -82,37 +82,106 @@ def _utf8_bytes(texts: pa.Array) -> int:
     return int(pc.sum(pc.binary_length(pc.cast(texts, pa.binary()))).as_py() or 0)
 
 
+class ShardError(ValueError):
+    """An input file that is not a document shard; str() is one line naming the file."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+_STRING_TYPES = (pa.string(), pa.large_string(), pa.null())  # null: a column with no value at all
+
+
+def open_shard(path: str | Path) -> pq.ParquetFile:
+    """``path`` opened as a document shard: a Parquet file whose ``id``, ``text``, ``source`` and
+    ``metadata`` columns are strings (other columns are ignored). Raises ``ShardError`` naming the file."""
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ShardError(f"{path}: not a Parquet file ({_first_line(e)})") from None
+    for name in SCHEMA.names:
+        if name not in schema.names:
+            raise ShardError(f"{path}: not a document shard: no column {name!r} (need {', '.join(SCHEMA.names)}, as strings)")
+        if schema.field(name).type not in _STRING_TYPES:
+            raise ShardError(f"{path}: not a document shard: column {name!r} is {schema.field(name).type}, not a string")
+    return pf
+
+
+def _metadata(raw: str | None) -> dict | None:
+    """The metadata JSON object of a row ({} when null or empty); None when it is not a JSON object."""
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 class ParquetShardReader(PipelineStep):
     """Reads input shards, task ``rank`` taking ``files[rank::world_size]``.
 
     With ``account_dir`` set it records docs_in/bytes_in for the task, the left side of the
     accounting identity checked when the stage ends.
+
+    A row that cannot be a document is passed on excluded (``metadata["reason"]``), so that every
+    pass sees the same documents and the writer counts it: null ``text`` -> ``corrupt:null_text``
+    (text ""), null ``id`` -> ``corrupt:null_id`` (id ``<shard>#<row>``), ``metadata`` that is not a
+    JSON object -> ``corrupt:metadata`` (read only when ``metadata=True``). A file that is not a
+    document shard raises ``ShardError`` naming it.
     """
 
     name = "📖 llamix parquet reader"
     type = "📖 - READER"
 
-    def __init__(self, files: Iterable[str | Path], account_dir: str | Path | None = None, metadata: bool = True):
+    def __init__(self, files: Iterable[str | Path], account_dir: str | Path | None = None, metadata: bool = True, stage: str = ""):
         super().__init__()
         self.files = [str(f) for f in files]
         self.account_dir = str(account_dir) if account_dir else None
         self.metadata = metadata
+        self.stage = stage
+
+    def _documents(self, path: str, rows: dict, first_row: int) -> Iterator[Document]:
+        texts, ids, sources, metas = rows["text"], rows["id"], rows["source"], rows["metadata"]
+        for i in range(len(texts)):
+            text, doc_id, reason = texts[i], ids[i], None
+            meta = _metadata(metas[i]) if self.metadata else {}
+            if text is None:
+                text, reason = "", "corrupt:null_text"
+            elif doc_id is None:
+                reason = "corrupt:null_id"
+            elif meta is None:
+                reason = "corrupt:metadata"
+            if doc_id is None:
+                doc_id = f"{Path(path).name}#{first_row + i}"
+            meta = {} if meta is None else meta
+            meta["source"] = sources[i]
+            doc = Document(text=text, id=doc_id, metadata=meta)
+            yield exclude(doc, reason, self.stage or "reader") if reason else doc
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
         docs_in = bytes_in = 0
         for path in self.files[rank::world_size]:
-            pf = pq.ParquetFile(path)
-            for batch in pf.iter_batches(batch_size=1024):
+            pf = open_shard(path)
+            batches = pf.iter_batches(batch_size=1024, columns=SCHEMA.names)
+            row = 0
+            while True:
+                try:
+                    batch = next(batches, None)
+                except (pa.ArrowException, OSError) as e:  # damage past the footer
+                    raise ShardError(f"{path}: unreadable after row {row} ({_first_line(e)})") from None
+                if batch is None:
+                    break
                 bytes_in += _utf8_bytes(batch.column("text"))
-                rows = batch.to_pydict()
                 docs_in += batch.num_rows
                 self.stat_update("documents", value=batch.num_rows)
-                for i in range(batch.num_rows):
-                    meta = json.loads(rows["metadata"][i] or "{}") if self.metadata else {}
-                    meta["source"] = rows["source"][i]
-                    yield Document(text=rows["text"][i], id=rows["id"][i], metadata=meta)
+                yield from self._documents(path, batch.to_pydict(), row)
+                row += batch.num_rows
         if self.account_dir:
             accounting.write_task_record(self.account_dir, "in", rank, {"docs_in": docs_in, "bytes_in": bytes_in})
 

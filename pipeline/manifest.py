@@ -3,14 +3,19 @@
 A bad manifest must fail before any work starts, with one line naming the key and the problem: a
 corpus build that dies hours in on a typo is the failure mode this module exists to prevent. Stage and
 model parameters are checked against each stage's own declaration (``Stage.check_params``,
-``pipeline/params.py``); the manifest keeps the checked values, defaults filled in.
+``pipeline/params.py``); the manifest keeps the checked values, defaults filled in. The YAML is read
+bounded (``read_yaml``: size, alias expansion, recursion, depth), and ``out_dir`` is checked against
+the filesystem root, system folders, the source tree and the inputs (``_check_out_dir``).
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import glob
 import math
+import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +149,83 @@ def _check_local_inputs(inputs: list, where: str, root: Path):
                 _fail(f"{where}[{i}]", f"path {entry!r} matches no file")
 
 
+# Folders of the operating system: an output root there, or inside one, is refused (``/var/tmp`` is scratch).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+               "/sys", "/usr", "/var")
+SCRATCH_DIRS = ("/var/tmp",)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _local_entries(inputs: list, root: Path) -> list[tuple[str, Path]]:
+    """``(as written, absolute path or glob)`` of every local input entry (paths, ``file://`` URLs,
+    ``{url: ...}`` mappings); remote ones are left out."""
+    found = []
+    for entry in inputs:
+        url = entry.get("url") if isinstance(entry, dict) else entry
+        if not isinstance(url, str) or not url.strip():
+            continue
+        url = url.strip()
+        if url.lower().startswith("file://"):
+            local = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+        elif "://" in url:
+            continue
+        else:
+            local = url
+        found.append((url, Path(os.path.abspath(root / Path(local).expanduser()))))
+    return found
+
+
+def _reaches(pattern: Path, out_dir: Path) -> bool:
+    """Whether the local input ``pattern`` (a file, a folder read recursively, or a glob whose matched
+    folders are read recursively) could take in files under ``out_dir``."""
+    parts = pattern.parts
+    static = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    base = Path(*parts[:static]).resolve()
+    if _within(base, out_dir):
+        return True  # the output root holds the input
+    if not _within(out_dir, base):
+        return False
+    rest, below = parts[static:], out_dir.relative_to(base).parts
+    if not rest:
+        return base.is_dir()  # a folder entry is read recursively
+    if any("**" in part for part in rest):
+        return True
+    # a match either is a folder above (or at) out_dir, read recursively, or is a file under it
+    return all(fnmatch.fnmatchcase(name, part) for name, part in zip(below, rest))
+
+
+def _check_out_dir(value: Any, path: Path, sources: dict[str, "SourceSpec"]) -> Path:
+    """``out_dir`` as an absolute path (relative to the manifest's folder, ``~`` expanded), refused when it
+    is the filesystem root, a system folder or inside one, not a folder, or when it holds an input of
+    this profile or this project's source tree, or lies where an input entry would read it."""
+    if not isinstance(value, str) or not value.strip():
+        _fail("out_dir", f"must be a path, got {value!r}")
+    out_dir = Path(value).expanduser()
+    if not out_dir.is_absolute():
+        out_dir = path.parent / out_dir
+    out_dir = Path(os.path.abspath(out_dir))
+    real = out_dir.resolve()
+    for candidate in dict.fromkeys((out_dir, real)):
+        if candidate == Path(candidate.anchor):
+            _fail("out_dir", f"{value!r} is the filesystem root")
+        for system in SYSTEM_DIRS:
+            if _within(candidate, Path(system)) and not any(_within(candidate, Path(d)) for d in SCRATCH_DIRS):
+                _fail("out_dir", f"{value!r} is {'the system folder' if candidate == Path(system) else 'inside the system folder'} {system}")
+    if real.exists() and not real.is_dir():
+        _fail("out_dir", f"{value!r} ({real}) exists and is not a folder")
+    if _within(REPO_ROOT, real):
+        _fail("out_dir", f"{value!r} ({real}) holds this project's source tree {REPO_ROOT}")
+    for name, spec in sources.items():
+        for written, pattern in _local_entries(spec.inputs, path.parent):
+            if _reaches(pattern, real):
+                _fail("out_dir", f"{value!r} ({real}) overlaps input {written!r} of sources.{name}: the output root must "
+                                 "neither hold the inputs nor lie where an input entry reads")
+    return out_dir
+
+
 def parse(raw: Any, profile: str | None = None, path: Path = DEFAULT_MANIFEST, check_paths: bool = True) -> Manifest:
     if not isinstance(raw, dict):
         _fail("manifest", "must be a mapping at top level")
@@ -217,9 +299,7 @@ def parse(raw: Any, profile: str | None = None, path: Path = DEFAULT_MANIFEST, c
     if abs(total - 1.0) > 1e-6:
         _fail("sources.*.weight", f"sampling proportions must sum to 1, they sum to {total:.6g}")
 
-    out_dir = Path(raw.get("out_dir", "out"))
-    if not out_dir.is_absolute():
-        out_dir = path.parent / out_dir
+    out_dir = _check_out_dir(raw.get("out_dir", "out"), path, sources)
     return Manifest(
         path=path,
         profile=profile,
@@ -232,14 +312,79 @@ def parse(raw: Any, profile: str | None = None, path: Path = DEFAULT_MANIFEST, c
     )
 
 
+# A manifest is a few kilobytes; this bounds the file and what its YAML aliases expand to (an alias
+# bomb is a few hundred bytes that name a list of lists ... nine levels deep: 10^9 values once written out).
+MAX_MANIFEST_BYTES = 8 << 20
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Characters of scalars plus containers in the document with every alias written out, counted
+    without writing it out (each node once, memoised); stops past ``limit``. Raises ``ValueError`` on
+    an alias that refers to a node containing it (a recursive structure)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            own = len(node.value) + 1 if isinstance(node, yaml.ScalarNode) else 2
+            sizes[key] = own + sum(sizes[id(c)] for c in children(node))
+            if sizes[key] > limit:
+                return sizes[key]
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ValueError(f"line {node.start_mark.line + 1}: an alias refers to a value that contains it")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+    return sizes.get(id(root), 0)
+
+
+def read_yaml(path: Path, text: str) -> Any:
+    """``text`` read as YAML (safe types), refused in one line (``ManifestError``) when it is larger than
+    ``MAX_MANIFEST_BYTES`` or its aliases expand past that, when an alias is recursive, or when it nests
+    deeper than the parser can follow."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: {len(text):,} characters; a manifest may have at most {MAX_MANIFEST_BYTES:,}")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, MAX_MANIFEST_BYTES)
+        except ValueError as e:
+            raise ManifestError(f"{path}: {e}") from None
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: its YAML aliases expand to more than {MAX_MANIFEST_BYTES:,} characters (an alias bomb?)")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ManifestError(f"{path}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def load(path: str | Path | None = None, profile: str | None = None, check_paths: bool = True) -> Manifest:
     path = Path(path) if path else DEFAULT_MANIFEST
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = read_yaml(path, text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import reprlib
 from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
@@ -45,9 +46,15 @@ class _NoDefault:
 NO_DEFAULT: Any = _NoDefault()
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 4, 100, 100
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = 12
+
+
 def shown(value: Any, limit: int = 80) -> str:
-    """``repr`` of a bad value, short enough for a one-line message."""
-    text = repr(value)
+    """``repr`` of a bad value, short enough for a one-line message; a container is shown by its first
+    entries only (its full ``repr`` could be gigabytes: a YAML alias bomb)."""
+    text = _SHORT.repr(value) if isinstance(value, (list, tuple, dict, set, frozenset)) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -269,6 +276,62 @@ class Free(Param):
         return self._check(value)
 
 
+# Parameters are written into stats.json; YAML aliases (in a manifest or a ``--set`` value) can make a
+# few hundred bytes stand for 10^9 values once written out. This bounds a stage's parameters, written out.
+MAX_PARAMS_CHARS = 1 << 20
+
+
+def written_size(value: Any, limit: int = MAX_PARAMS_CHARS) -> int:
+    """About how many characters ``value`` takes written out as JSON, counted without writing it (a
+    container shared by several references is walked once, its size memoised); stops soon after
+    ``limit``. Raises ``ValueError`` when a container contains itself."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(value, False)]
+
+    def children(v: Any) -> list[Any]:
+        if isinstance(v, Mapping):
+            return [x for pair in v.items() for x in pair]
+        return list(v) if isinstance(v, (list, tuple, set, frozenset)) else []
+
+    def own(v: Any) -> int:
+        if isinstance(v, str):
+            return len(v) + 2
+        if isinstance(v, (Mapping, list, tuple, set, frozenset)):
+            return 2 + 2 * len(v)
+        return 8
+
+    while stack:
+        v, finished = stack.pop()
+        key = id(v)
+        if finished:
+            open_ids.discard(key)
+            sizes[key] = own(v) + sum(sizes[id(c)] if id(c) in sizes else own(c) for c in children(v))
+            if sizes[key] > limit:
+                return sizes[key]
+            continue
+        if not children(v) or key in sizes:
+            continue
+        if key in open_ids:
+            raise ValueError("a value that contains itself")
+        open_ids.add(key)
+        stack.append((v, True))
+        stack.extend((c, False) for c in children(v) if children(c) and id(c) not in sizes)
+    return sizes.get(id(value), own(value))
+
+
+def _check_size(params: Mapping[str, Any]) -> None:
+    total = 0
+    for key, value in params.items():
+        try:
+            total += written_size(value, MAX_PARAMS_CHARS - total) + len(str(key)) + 4
+        except ValueError as e:
+            raise ParamError(str(key), f"{e} (a recursive YAML alias?)") from None
+        if total > MAX_PARAMS_CHARS:
+            raise ParamError(str(key), f"the parameters take more than {MAX_PARAMS_CHARS:,} characters written out "
+                                       "(YAML aliases repeating a value?)")
+
+
 def check(spec: Mapping[str, Param], params: Mapping[str, Any] | None) -> dict[str, Any]:
     """``params`` checked against ``spec``: unknown keys refused (the first, in sorted order, named with
     the known ones), each value checked, absent ones given their defaults; keys in ``spec`` order.
@@ -281,6 +344,7 @@ def check(spec: Mapping[str, Param], params: Mapping[str, Any] | None) -> dict[s
     if unknown:
         known = ", ".join(spec) if spec else "none: this stage takes no parameters"
         raise ParamError(str(unknown[0]), f"unknown parameter (known: {known})")
+    _check_size(params)  # before any value is walked (or shown in a message)
     values = {key: p.check(key, params[key]) for key, p in spec.items() if key in params}
     for key, p in spec.items():
         if key not in values and p.has_default:

@@ -28,6 +28,8 @@ STAGES: dict[str, str] = {
 }
 
 MODEL_STAGES = frozenset({"lm", "wikiref_train", "tokenizer"})
+# document stages whose input folder holds raw upstream files, not Parquet document shards
+RAW_INPUT_STAGES = frozenset({"download", "extract"})
 
 
 def stage_class(name: str):

@@ -17,7 +17,7 @@ from loguru import logger
 
 from pipeline import accounting
 from pipeline.manifest import Manifest
-from pipeline.registry import MODEL_STAGES, stage_class
+from pipeline.registry import MODEL_STAGES, STAGES, stage_class
 from pipeline.stages import ModelStage, Stage, StageIO, is_complete, mark_complete
 from storage.atomic import atomic_write_json
 from storage.layout import STATS_FILE, Layout
@@ -25,6 +25,27 @@ from storage.layout import STATS_FILE, Layout
 
 class StageFailed(RuntimeError):
     pass
+
+
+class SelectionError(ValueError):
+    """``--sources`` / ``--stages`` name something the manifest does not have (exit 2, one line)."""
+
+
+def check_selection(manifest: Manifest, sources: Iterable[str] | None, stages: Iterable[str] | None) -> None:
+    """``--sources`` and ``--stages`` checked against the manifest before anything runs (a typo is one
+    line, not a build of everything before the stage that was misspelt); raises ``SelectionError``."""
+    sources = list(sources) if sources else list(manifest.sources)
+    for s in sources:
+        if s not in manifest.sources:
+            raise SelectionError(f"--sources: unknown source {s!r} (manifest has: {', '.join(manifest.sources)})")
+    if stages:
+        stages = set(stages)
+        unknown = stages - set(STAGES)
+        if unknown:
+            raise SelectionError(f"--stages: unknown stage(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(STAGES))})")
+        missing = stages - MODEL_STAGES - {n for s in sources for n in manifest.sources[s].stage_names()}
+        if missing:
+            raise SelectionError(f"--stages: no selected source has stage(s) {', '.join(sorted(missing))}")
 
 
 class Runner:
@@ -39,9 +60,7 @@ class Runner:
         self.executor = executor
         self.sources = list(sources) if sources else list(manifest.sources)
         self.stages = set(stages) if stages else None
-        for s in self.sources:
-            if s not in manifest.sources:
-                raise StageFailed(f"--sources: unknown source {s!r} (manifest has: {', '.join(manifest.sources)})")
+        check_selection(manifest, self.sources, self.stages)
         self.out_root = manifest.out_root
         self.layout = Layout(self.out_root)
         self.stats_path = self.layout.stats_path
@@ -53,12 +72,6 @@ class Runner:
         for source in self.sources:
             names = self.manifest.sources[source].stage_names()
             targets = [n for n in names if self.stages is None or n in self.stages]
-            if self.stages is not None:
-                unknown = self.stages - set(names) - MODEL_STAGES
-                if unknown and source == self.sources[-1] and not any(
-                    set(self.manifest.sources[s].stage_names()) & unknown for s in self.sources
-                ):
-                    raise StageFailed(f"--stages: no selected source has stage(s) {', '.join(sorted(unknown))}")
             for stage in targets:
                 self.ensure(source, stage)
         if self.stages:

@@ -24,7 +24,7 @@ from loguru import logger
 from pipeline import params as P
 from pipeline.documents import ParquetShardReader, ParquetShardWriter, list_shards
 from storage.atomic import atomic_write_json
-from storage.layout import Layout
+from storage.layout import PASSES, Layout, stage_folder_problem
 
 
 @dataclass
@@ -62,7 +62,8 @@ class StageIO:
     def reader(self, account: bool = False, metadata: bool = True) -> ParquetShardReader:
         """A reader over the input shards; ``account=True`` in the pass that writes the output;
         ``metadata=False`` skips decoding the metadata JSON (for steps that only need text)."""
-        return ParquetShardReader(self.input_files, account_dir=self.account_dir if account else None, metadata=metadata)
+        return ParquetShardReader(self.input_files, account_dir=self.account_dir if account else None, metadata=metadata,
+                                  stage=self.stage)
 
     def writer(self, output_dir: Path | None = None) -> ParquetShardWriter:
         return ParquetShardWriter(output_dir or self.output_dir, account_dir=self.account_dir, stage=self.stage)
@@ -71,7 +72,7 @@ class StageIO:
         """Run one datatrove pipeline over ``tasks`` tasks; completed tasks are skipped on rerun."""
         tasks = tasks or self.tasks
         start = time.monotonic()
-        self.executor(pipeline, tasks=tasks, logging_dir=self.work_dir / "passes" / name, name=f"{self.stage}/{self.source}/{name}")
+        self.executor(pipeline, tasks=tasks, logging_dir=self.work_dir / PASSES / name, name=f"{self.stage}/{self.source}/{name}")
         logger.debug(f"{self.stage}/{self.source} pass {name}: {tasks} tasks in {time.monotonic() - start:.1f}s")
 
     def model_path(self, name: str, *parts: str) -> Path:
@@ -173,7 +174,23 @@ def mark_complete(output_dir: Path, record: dict[str, Any]) -> None:
     atomic_write_json(Layout.success_marker(output_dir), record)
 
 
+class NotAStageFolder(ValueError):
+    """A folder a stage was asked to delete or write into that is not one of ours; str() is one line."""
+
+
+def check_stage_folder(output_dir: Path) -> None:
+    """Raise ``NotAStageFolder`` unless ``output_dir`` is absent, empty, or a stage folder of ours
+    (``storage.layout.stage_folder_problem``: a marker, and nothing a stage does not write)."""
+    from pipeline.registry import STAGES
+
+    problem = stage_folder_problem(output_dir, STAGES)
+    if problem:
+        raise NotAStageFolder(f"{output_dir}: not a stage folder of ours ({problem}); choose a new or empty folder")
+
+
 def reset_output(output_dir: Path) -> None:
-    """Remove a stage's previous *complete* output before a forced rerun."""
+    """Remove a stage folder of ours before a forced rerun; anything else is refused (``NotAStageFolder``),
+    never deleted."""
+    check_stage_folder(output_dir)
     if Path(output_dir).exists():
         shutil.rmtree(output_dir)

@@ -19,8 +19,10 @@ written down once, here; every module asks a ``Layout`` instead of joining path 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 # stages whose output folder is not named after the stage
 STAGE_FOLDERS = {"tokenize": "tokens"}
@@ -32,6 +34,13 @@ SUCCESS = "_SUCCESS"
 TOKENIZER_FILE = "tokenizer.model"
 TOKENIZER_SUMMARY = "tokenizer.json"  # the settings and sampling record of a trained tokenizer
 STATS_FILE = "stats.json"
+PASSES = "passes"  # <stage folder>/.work/passes/<pass>/: datatrove logs and completion markers of each pass
+
+# What a stage writes at the top of its folder (``stage_folder_problem``): document shards, token shards
+# (``NNNNN_PPP.ds`` + ``.ds.index`` + ``.json``), and hidden write-then-rename temporaries of either.
+_SHARD = re.compile(r"\d{5,}\.parquet")
+_TOKEN_SHARD = re.compile(r"\d{5,}_\d{3,}\.(ds|ds\.index|json)")
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")
 
 
 @dataclass(frozen=True)
@@ -128,3 +137,47 @@ class Layout:
             if candidate.tokenizer_model.exists() or candidate.stats_path.exists():
                 return candidate
         return None
+
+
+def _ours(name: str, fixed: set[str], patterns: tuple[re.Pattern, ...]) -> bool:
+    temporary = _TEMPORARY.fullmatch(name)
+    name = temporary.group("name") if temporary else name
+    return name in fixed or any(p.fullmatch(name) for p in patterns)
+
+
+def stage_folder_problem(folder: str | os.PathLike, stages: Iterable[str] = ()) -> str | None:
+    """Why ``folder`` is not a stage folder of ours (None when it is, or when it is absent or empty).
+
+    A stage folder of ours is a directory that carries a marker, ``_SUCCESS`` (a complete stage) or
+    ``.work/passes/`` (a stage that started a pass), and holds nothing else than what a stage writes:
+    ``stats.json``, ``.work/``, ``excluded/`` (holding document shards only), document shards
+    ``NNNNN.parquet``, token shards ``NNNNN_PPP.ds``/``.ds.index``/``.json``, a stage's summary
+    ``<stage>.json`` for a name in ``stages`` (``minhash.json``), and hidden temporaries
+    ``.<one of those>.<pid>.tmp``. Only such a folder may be deleted to rerun a stage
+    (``pipeline.stages.reset_output``): anything else is somebody's data.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return None
+    if folder.is_symlink() or not folder.is_dir():
+        return "not a folder" if not folder.is_symlink() else "a symbolic link"
+    entries = sorted(folder.iterdir())
+    if not entries:
+        return None
+    fixed = {SUCCESS, STATS_FILE, WORK, EXCLUDED} | {f"{s}.json" for s in stages}
+    for entry in entries:
+        if not _ours(entry.name, fixed, (_SHARD, _TOKEN_SHARD)):
+            return f"holds {entry.name!r}, which no stage writes"
+        is_dir = entry.is_dir() and not entry.is_symlink()
+        if entry.name in (WORK, EXCLUDED) and not is_dir:
+            return f"{entry.name!r} is not a folder"
+        if entry.name not in (WORK, EXCLUDED) and not (entry.is_file() and not entry.is_symlink()):
+            return f"{entry.name!r} is not a plain file"
+        if entry.name == EXCLUDED:
+            for inner in sorted(entry.iterdir()):
+                if not _ours(inner.name, set(), (_SHARD,)) or inner.is_symlink() or not inner.is_file():
+                    return f"holds {EXCLUDED}/{inner.name!r}, which no stage writes"
+    marked = (folder / SUCCESS).is_file() or (folder / WORK / PASSES).is_dir()
+    if not marked:
+        return f"has neither {SUCCESS} nor {WORK}/{PASSES}/"
+    return None

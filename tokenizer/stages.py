@@ -126,9 +126,11 @@ class TokenShardWriter(PipelineStep):
         record = accounting.empty_out_record()
 
         def encode(docs):
-            live = [d for d in docs if d.text]
-            for _ in range(len(docs) - len(live)):
-                accounting.add_exclusion(record, "empty", 0)
+            live = [d for d in docs if d.text and not d.metadata.get("reason")]
+            for d in docs:  # excluded on the way in (a corrupt row: ``corrupt:null_text``), or empty
+                if not d.text or d.metadata.get("reason"):
+                    nbytes = len(d.text.encode("utf-8", "surrogatepass")) if d.text else 0
+                    accounting.add_exclusion(record, str(d.metadata.get("reason") or "empty"), nbytes)
             if not live:
                 return
             ids = sp.encode([d.text for d in live], num_threads=self.num_threads)
