@@ -80,8 +80,9 @@ def _wandb_records(path):
             pos += block - pos % block
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:
-            break
+        if kind == 0 and length == 0:  # zero fill: the rest of this block is padding (LevelDB log format)
+            pos += block - pos % block
+            continue
         chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):  # FULL or LAST: a whole record
