@@ -195,9 +195,8 @@ def _type_name(typ) -> str:
     return {"double": "float64", "bool": "bool"}.get(str(typ), str(typ))
 
 
-def columns_section(results) -> list[str]:
-    from report.hf_dataset import KNOWN_METADATA
-
+def columns_section(results, meanings: dict[str, str]) -> list[str]:
+    """The typed columns per config, and what each known metadata key means (``meanings``)."""
     out = ["## Columns", "",
            "Every config has `id`, `text`, `source` and `metadata` (the document's metadata as a JSON string, "
            "every key). Metadata keys the source's documents carry are also typed columns (null where a "
@@ -205,8 +204,8 @@ def columns_section(results) -> list[str]:
     rows = [[r.source, ", ".join(f"`{name}` ({_type_name(typ)})" for name, typ in r.columns[3:-1]) or "—"]
             for r in results]
     out += _table(["config", "typed metadata columns"], rows)
-    used = [k for k in KNOWN_METADATA if any(k == name for r in results for name, _ in r.columns)]
-    return out + _table(["column", "meaning"], [[f"`{k}`", KNOWN_METADATA[k][1]] for k in used])
+    used = [k for k in meanings if any(k == name for r in results for name, _ in r.columns)]
+    return out + _table(["column", "meaning"], [[f"`{k}`", meanings[k]] for k in used])
 
 
 def llamix_version() -> str:
@@ -237,7 +236,9 @@ def build_section(results, manifest: Manifest, stage: str) -> list[str]:
             "```yaml", text.rstrip("\n"), "```", ""]
 
 
-def render_card(results, manifest: Manifest, build: Layout, stage: str, stats: dict) -> str:
+def render_card(results, manifest: Manifest, build: Layout, stage: str, stats: dict,
+                meanings: dict[str, str]) -> str:
+    """The dataset card; ``meanings`` describes the typed metadata columns (from the exporter)."""
     meta = yaml.safe_dump(front_matter(results, manifest), sort_keys=False, allow_unicode=True)
     first = results[0].source
     body = [f"# llamix {manifest.profile} corpus", "",
@@ -253,7 +254,7 @@ def render_card(results, manifest: Manifest, build: Layout, stage: str, stats: d
             *_table(["config", "licence ids", "terms"],
                     [[r.source, ", ".join(licences(r, manifest)), LICENCES.get(r.source, ([], "unknown"))[1]]
                      for r in results]),
-            *columns_section(results),
+            *columns_section(results, meanings),
             *mixture_section(results, manifest, stats),
             *funnel_section(results, manifest, stats),
             *tokenizer_section(build),

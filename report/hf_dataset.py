@@ -358,7 +358,8 @@ def export(out_dir: str | Path, manifest: Manifest, build: Layout, stage: str = 
                 f"{r.bytes / 1e6:.1f} MB, {len(r.columns) - 4} typed metadata columns")
             results.append(r)
         check_counts(results, stats)
-        atomic_write_text(tmp / "README.md", render_card(results, manifest, build, stage, stats))
+        meanings = {key: meaning for key, (_, meaning) in KNOWN_METADATA.items()}
+        atomic_write_text(tmp / "README.md", render_card(results, manifest, build, stage, stats, meanings))
     log(f"export-hf: wrote {out_dir} ({sum(r.rows for r in results)} documents, {len(results)} configs)")
     return results
 
