@@ -15,6 +15,7 @@ record for its unread remainder.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from mwparserfromhell.nodes import ExternalLink, Heading, HTMLEntity, Node, Tag,
 
 from ingest import safeio
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
+from ingest.xmlfeed import ExpatFeeder
 
 SOURCE = "wikipedia"
 SUFFIXES = (".xml", ".xml.bz2", ".xml.gz", ".xml.xz", ".xml.zst")
@@ -193,6 +195,8 @@ class DumpReader:
     def pages(self, stream) -> Iterator[_Page]:
         parser = expat.ParserCreate()
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        # linear in an XML token of any size (a 128 MB comment), which is refused past the page cap
+        feeder = ExpatFeeder(parser, self.max_page_chars + self._CHUNK, "dump")
         done: list[_Page] = []
         stack: list[str] = []
         state = {"page": None, "buf": [], "buf_size": 0, "ns_key": None}
@@ -250,12 +254,24 @@ class DumpReader:
         parser.EntityDeclHandler = refuse_entities
         parser.buffer_text = True
         while True:
-            chunk = stream.read1(self._CHUNK)  # read1: a late error must not discard earlier bytes
             try:
-                parser.Parse(chunk, not chunk)
+                chunk = stream.read1(self._CHUNK)  # read1: a late error must not discard earlier bytes
+            except safeio.SafeIOError:
+                with contextlib.suppress(expat.ExpatError, safeio.SafeIOError):
+                    feeder.flush()  # the pages before the damage still count
+                yield from done
+                raise
+            try:
+                if chunk:
+                    feeder.feed(chunk)
+                else:
+                    feeder.flush(final=True)
             except expat.ExpatError as exc:
                 yield from done
                 raise safeio.CorruptInput("xml", str(exc)) from None
+            except safeio.SafeIOError:
+                yield from done
+                raise
             yield from done
             done.clear()
             if not chunk:
