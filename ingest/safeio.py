@@ -18,9 +18,10 @@ API (stable; other extractors import it):
     TranscodeToUtf8(stream, encoding, skip)                              # UTF-16/32 stream read as UTF-8
     replace_surrogates(text) -> (text, n)                                # lone surrogates -> U+FFFD
     reason_for(exc) -> str                                               # exception -> exclusion reason
-    IncrementalReader(stream)                 # forward-only, one chunk per read (for native parsers)
 Exceptions: SafeIOError(reason) with subclasses CorruptInput(fmt), TruncatedInput(fmt),
-TooLarge(what), Unreadable(detail).
+TooLarge(what), Unreadable(detail); ``info`` says what was lost (for the excluded record).
+bz2 and xz are decoded stream by stream (``_MultiStreamReader``): a damaged later stream is an
+error, not the end of the file.
 """
 
 from __future__ import annotations
@@ -498,44 +499,6 @@ class TranscodeToUtf8(io.RawIOBase):
         with contextlib.suppress(Exception):
             self._stream.close()
         super().close()
-
-
-class IncrementalReader(io.RawIOBase):
-    """Forward-only view of a stream from `open_stream` for native parsers (e.g. FastWARC).
-
-    Why: such parsers ask for big reads and want `tell()`. A buffered `read(n)` that hits a
-    truncation discards everything it had gathered in that call, losing the intact records just
-    before the damage. Serving at most one underlying chunk per call makes the error surface
-    only after every good byte has been handed over."""
-
-    def __init__(self, stream: io.BufferedReader):
-        super().__init__()
-        self._stream = stream
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True  # only the no-op seeks below; some native readers probe for tell()
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if (whence == io.SEEK_CUR and offset == 0) or (whence == io.SEEK_SET and offset == self._pos):
-            return self._pos
-        raise io.UnsupportedOperation("forward-only stream")
-
-    def readinto(self, buf) -> int:
-        n = self._stream.readinto1(buf)
-        self._pos += n
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read1(size if size and size > 0 else _CHUNK)
-        self._pos += len(data)
-        return data
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")

@@ -13,13 +13,16 @@ descending, ties by creation date then id. HTML -> text by resiliparse, keeping 
 text and line breaks. Excluded records: ``orphan_answer`` (its question is not in the dump),
 ``post_type:<n>`` (tag wikis, moderator nominations...), ``bad_row`` (a row without a usable Id or
 PostTypeId), ``too_large`` (a row longer than ``max_record_bytes``; a Posts.xml expanding past
-``max_expanded_bytes`` ends with a ``too_large`` record for the rest), ``empty``; an unreadable file
-or a ``Posts.xml`` that stops parsing becomes one record for the rest (``corrupt:xml``...).
+``max_expanded_bytes`` ends with a ``too_large`` record for the rest, as does more than
+``max_record_bytes`` without a complete row), ``empty``; an unreadable file, a ``Posts.xml`` that
+stops parsing or one with a DTD becomes one record for the rest (``corrupt:xml``...).
 
 Memory: rows are read line by line (the dump writes one ``<row/>`` per line; a line is capped) and
-fed to an incremental XML parser whose tree is cleared after each row; question and answer rows go
-to SQLite, on disk under ``params["work_dir"]`` when the stage gives one (it is removed afterwards),
+fed to expat, which keeps nothing between rows (``ingest.xmlfeed``: no DTD, so no entity expands;
+an unfinished token is neither re-scanned per line nor unbounded); question and answer rows go to
+SQLite, on disk under ``params["work_dir"]`` when the stage gives one (it is removed afterwards),
 otherwise in memory (then memory grows with the site: fine for samples and small sites only).
+A UTF-16/32 ``Posts.xml`` (byte-order mark, or ``<?xml`` in UTF-16) is read as UTF-8.
 """
 
 from __future__ import annotations
@@ -248,10 +251,6 @@ class StackExchangeExtractor:
         (``ingest.xmlfeed``); text between rows is never kept; more than ``max_record_bytes`` (plus
         1 MiB) without a complete row ends the file (``too_large`` for the rest); a DTD is refused
         (``corrupt:xml``), so no entity can expand. UTF-16/32 files are read as UTF-8."""
-        head = stream.peek(4096)[:4096] if hasattr(stream, "peek") else b""
-        sniffed = sniff_unicode(head)
-        if sniffed is not None:
-            stream = io.BufferedReader(TranscodeToUtf8(stream, *sniffed), 1 << 20)
         parser = refusing_parser(POSTS_FILE)
         cap = self.max_record + (1 << 20)
         feeder = ExpatFeeder(parser, cap, POSTS_FILE)
@@ -271,6 +270,9 @@ class StackExchangeExtractor:
         errors = 0  # UTF-8 errors not yet given to a row: the next row to complete gets them
         since_row = 0  # bytes fed since the last complete row
         try:
+            sniffed = sniff_unicode(stream.peek(4096)[:4096] if hasattr(stream, "peek") else b"")
+            if sniffed is not None:
+                stream = io.BufferedReader(TranscodeToUtf8(stream, *sniffed), 1 << 20)
             for line in iter_lines(stream, self.max_record):
                 if line.too_large:
                     yield excluded(f"{site}/line:{line.number}", "too_large", site=site, size=line.size)

@@ -146,7 +146,10 @@ def _parse_header(r: _Reader) -> tuple[int, dict[str, str]] | None:
         elif ":" in line:
             name, value = line.split(":", 1)
             last = name.strip().lower()
-            fields[last] = value.strip() if last not in fields else "\0duplicate"
+            if last not in fields:
+                fields[last] = value.strip()
+            elif last == "content-length" and fields[last] != value.strip():
+                fields[last] = "conflicting values"  # two lengths: the extent is unknown
     return length, fields
 
 
@@ -203,6 +206,8 @@ def frame(stream: BinaryIO, max_record: int, reopen: Callable[[], BinaryIO]) -> 
         start = r.offset
         header = _parse_header(r)
         if header is None:
+            if r.error:  # bytes cut short by a damaged stream: part of the damaged rest
+                raise r.error
             size, solid = r.skip_to_header()
             if r.error and not r.avail():
                 raise r.error
@@ -227,7 +232,7 @@ def frame(stream: BinaryIO, max_record: int, reopen: Callable[[], BinaryIO]) -> 
                 rereads += 1
                 if rereads > MAX_REREADS:
                     raise CorruptInput("warc", f"more than {MAX_REREADS} records with a broken Content-Length",
-                                       {"bytes_read": piece})
+                                       {"resume_offset": piece})
                 r = _Reader(reopen())
                 while r.offset < piece and r.ensure(1):
                     r.skip(min(r.avail(), piece - r.offset))
