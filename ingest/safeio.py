@@ -52,6 +52,7 @@ GiB = 1 << 30
 DEFAULT_MAX_RECORD = 64 * MiB  # one record / line / archive member, expanded
 DEFAULT_MAX_EXPANDED = 64 * GiB  # one whole decompressed stream (decompression-bomb cap)
 _CHUNK = MiB
+_XZ_MEMLIMIT = 512 * MiB
 
 _MAGICS = (
     (b"\x1f\x8b", "gzip"),
@@ -212,7 +213,10 @@ class _MultiStreamReader(io.RawIOBase):
         return True
 
     def _new(self):
-        return bz2.BZ2Decompressor() if self.fmt == "bz2" else lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        if self.fmt == "bz2":
+            return bz2.BZ2Decompressor()
+        # xz -9 needs ~65 MiB to decode; a header declaring a dictionary of GBs is refused (corrupt:xz)
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
 
     def _fill(self) -> bool:
         if not self._pending:
