@@ -134,7 +134,8 @@ class ArxivExtractor:
             yield self.convert(paper)
 
     def _too_large(self, paper: Paper) -> Document:
-        logger.warning(f"arxiv: {paper.paper_id}: excluded (paper_too_large): sources over {self.max_paper_bytes} bytes")
+        logger.warning(f"arxiv: {paper.paper_id}: excluded (paper_too_large): "
+                       f"sources over {self.max_paper_bytes} bytes")
         return excluded(paper.paper_id, "paper_too_large", paper_id=paper.paper_id, files_read=len(paper.files),
                         bytes_read=paper.size, max_paper_bytes=self.max_paper_bytes)
 

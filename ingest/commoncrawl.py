@@ -123,9 +123,10 @@ class CommonCrawlExtractor(FileExtractor):
             return excluded(f"{warc_file}#{piece.offset}", piece.reason, warc_file=warc_file, offset=piece.offset,
                             skipped_bytes=piece.size, error=piece.detail)
         record_id = piece.headers.get("warc-record-id")
-        return excluded(record_id or f"{warc_file}#{piece.offset}", piece.reason, url=piece.headers.get("warc-target-uri"),
-                        date=piece.headers.get("warc-date"), warc_record_id=record_id, warc_file=warc_file,
-                        offset=piece.offset, skipped_bytes=piece.size, error=piece.detail)
+        return excluded(record_id or f"{warc_file}#{piece.offset}", piece.reason,
+                        url=piece.headers.get("warc-target-uri"), date=piece.headers.get("warc-date"),
+                        warc_record_id=record_id, warc_file=warc_file, offset=piece.offset, skipped_bytes=piece.size,
+                        error=piece.detail)
 
     def _record_to_document(self, record: WarcRecord, warc_file: str, offset: int) -> Document:
         meta = {

@@ -489,7 +489,8 @@ class TranscodeToUtf8(io.RawIOBase):
                     pos += used
                     break
                 except UnicodeDecodeError as exc:
-                    parts.append(self._decode(memoryview(data)[pos : pos + exc.start], "strict", True)[0].encode("utf-8"))
+                    good = self._decode(memoryview(data)[pos : pos + exc.start], "strict", True)[0]
+                    parts.append(good.encode("utf-8"))
                     parts.append(b"\xff")
                     pos += exc.end
             self._held = data[pos:]

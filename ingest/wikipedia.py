@@ -2,7 +2,8 @@
 
 Why: LLaMA used 20 Latin/Cyrillic-script Wikipedias with hyperlinks, comments and formatting
 boilerplate removed. Dumps are streamed page by page with expat (constant memory: a page's
-wikitext is capped, entity declarations are refused so entity bombs cannot expand), and each
+wikitext is capped, entity declarations are refused so entity bombs cannot expand, and expat is
+fed so that a huge comment or tag costs linear time and is capped: ``ingest.xmlfeed``), and each
 article's wikitext is rendered to plain text by walking mwparserfromhell's parse tree — a
 maintained, complete wikitext parser (the one WikiExtractor's successors build on), so links keep
 their anchor text while templates, comments, <ref>s, tables, files, images and categories go.

@@ -34,14 +34,15 @@ MiB = 1 << 20
 
 def bounded(snippet: str, *, mem: int = GiB, timeout: float = 60) -> dict:
     """Run ``snippet`` (which sets ``result``) in a child python under an address-space limit of
-    ``mem`` bytes; returns {"result", "maxrss_mb", "seconds"}. A MemoryError, a crash or a timeout
-    fails the test."""
+    ``mem`` bytes; returns {"result", "maxrss_mb" (its peak resident memory), "seconds"}. A
+    MemoryError, a crash or a timeout fails the test."""
     code = textwrap.dedent(f"""
         import json, resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
         """) + textwrap.dedent(snippet) + textwrap.dedent("""
-        json.dump({"result": result, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024},
-                  sys.stdout)
+        # this process's own peak (VmHWM; ru_maxrss would include the forking pytest's)
+        hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        json.dump({"result": result, "maxrss_mb": hwm // 1024}, sys.stdout)
         """)
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout,
@@ -180,7 +181,8 @@ def test_posts_with_a_dtd_entity_is_refused(tmp_path):
     data = (b'<?xml version="1.0"?>\n<!DOCTYPE posts [<!ENTITY e "' + entity + b'">]>\n<posts>\n'
             + _question(1, "&e;" * 40) + b"</posts>\n")
     docs, run = extract("stackexchange", _posts(tmp_path, "dtd.stackexchange.com", gzip.compress(data)), mem=GiB)
-    assert [(d["id"], d["meta"].get("reason")) for d in docs] == [("dtd.stackexchange.com/Posts.xml#rest", "corrupt:xml")]
+    assert [(d["id"], d["meta"].get("reason")) for d in docs] == [
+        ("dtd.stackexchange.com/Posts.xml#rest", "corrupt:xml")]
     assert "DTD" in docs[0]["meta"]["error"] and run["maxrss_mb"] < 300
 
 
@@ -421,7 +423,7 @@ def test_trickling_server_is_cut_off_by_the_deadline(trickle_server, tmp_path, p
                        progress=False)
     seconds = time.monotonic() - start
     assert not r.ok and r.reason.startswith("deadline: ") and "\n" not in r.reason
-    assert seconds < 4
+    assert seconds < 6  # the trickle would hold it 20 s
     assert not (tmp_path / path.lstrip("/")).exists()  # only a resumable .part may stay
 
 
