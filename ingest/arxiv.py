@@ -21,13 +21,16 @@ from ingest.archive_members import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_B
 from ingest.archives import archive_format, archive_stem, iter_archive, iter_tar_stream
 from ingest.latex_cleaning import PaperExcluded, clean_paper
 from ingest.records import construct, excluded, kept, unreadable
-from ingest.safeio import SafeIOError, decode_utf8, open_path, open_stream, read_capped
+from ingest.safeio import SafeIOError, TooLarge, decode_utf8, open_path, open_stream, read_capped
 
 SOURCE = "arxiv"
 TEX_SUFFIXES = (".tex", ".ltx")
 SOURCE_SUFFIXES = TEX_SUFFIXES + (".sty",)  # a paper's own .sty files can define its macros
 DEFAULT_MAX_INCLUDE_DEPTH = 16
 DEFAULT_MAX_EXPANSION_PASSES = 10
+# all of one paper's .tex/.sty sources together (real papers: well under 10 MB); what a paper holds in
+# memory while it is cleaned, whatever the archive cap (4 GiB) would let its members add up to
+DEFAULT_MAX_PAPER_BYTES = 128 << 20
 
 
 @dataclass
@@ -35,6 +38,11 @@ class Paper:
     paper_id: str
     files: dict[str, str]  # file name in the paper -> its decoded text
     utf8_errors: int = 0
+    size: int = 0  # bytes of its sources read so far
+
+
+class _PaperTooLarge(Exception):
+    """The paper's sources add up to more than ``max_paper_bytes``."""
 
 
 BULK_PREFIX = "arXiv_src_"
@@ -68,10 +76,12 @@ class ArxivExtractor:
         max_expanded_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
         max_include_depth: int = DEFAULT_MAX_INCLUDE_DEPTH,
         max_expansion_passes: int = DEFAULT_MAX_EXPANSION_PASSES,
+        max_paper_bytes: int = DEFAULT_MAX_PAPER_BYTES,
     ):
         self.limits = ArchiveLimits(int(max_record_bytes), int(max_expanded_bytes))
         self.max_include_depth = int(max_include_depth)
         self.max_passes = int(max_expansion_passes)
+        self.max_paper_bytes = int(max_paper_bytes)
 
     def accepts(self, path: pathlib.Path) -> bool:
         name = path.name.lower()
@@ -91,6 +101,9 @@ class ArxivExtractor:
         except SafeIOError as exc:
             yield unreadable(path, exc, SOURCE, paper_id=paper.paper_id)
             return
+        except _PaperTooLarge:
+            yield self._too_large(paper)
+            return
         yield self.convert(paper)
 
     def _from_archive(self, path: pathlib.Path) -> Iterator[Document]:
@@ -98,31 +111,50 @@ class ArxivExtractor:
         paper = Paper(paper_id_of(path), {})
         members = iter_archive(path, self.limits, select=_paper_or_source_file)
         bulk = None
-        for m in members:
-            if m.name and not m.reason and bulk is None:
-                bulk = path.name.startswith(BULK_PREFIX) or m.name.lower().endswith(".gz")
-            if bulk and m.name:
-                yield from self._bulk_member(m)
-                continue
-            if not m.name:
-                yield from self._unreadable_rest(path, paper, m)
-                if not paper.files:
-                    return
-                break
-            if m.name.lower().endswith(SOURCE_SUFFIXES) or m.reason:
-                yield from self._collect(paper, m)
+        try:
+            for m in members:
+                if m.name and not m.reason and bulk is None:
+                    bulk = path.name.startswith(BULK_PREFIX) or m.name.lower().endswith(".gz")
+                if bulk and m.name:
+                    yield from self._bulk_member(m)
+                    continue
+                if not m.name:
+                    yield from self._unreadable_rest(path, paper, m)
+                    if not paper.files:
+                        return
+                    break
+                if m.name.lower().endswith(SOURCE_SUFFIXES) or m.reason:
+                    yield from self._collect(paper, m)
+        except _PaperTooLarge:  # the rest of the archive is this paper: not read
+            yield self._too_large(paper)
+            return
+        finally:
+            members.close()
         if not bulk:
             yield self.convert(paper)
 
+    def _too_large(self, paper: Paper) -> Document:
+        logger.warning(f"arxiv: {paper.paper_id}: excluded (paper_too_large): "
+                       f"sources over {self.max_paper_bytes} bytes")
+        return excluded(paper.paper_id, "paper_too_large", paper_id=paper.paper_id, files_read=len(paper.files),
+                        bytes_read=paper.size, max_paper_bytes=self.max_paper_bytes)
+
     def _collect(self, paper: Paper, m) -> Iterator[Document]:
-        """Add one ``.tex`` member to ``paper``; yields it as excluded when it is unusable."""
+        """Add one ``.tex`` member to ``paper``; yields it as excluded when it is unusable. Raises
+        ``_PaperTooLarge`` once the paper's sources pass ``max_paper_bytes`` (read no further)."""
         if m.reason:
             yield excluded(f"{paper.paper_id}/{m.name}", m.reason, paper_id=paper.paper_id)
             return
+        room = self.max_paper_bytes - paper.size
         try:
-            self._add(paper, m.name, m.read())
+            with m.open() as stream:
+                data = stream.read(min(m.cap, room) + 1)
+                if len(data) > m.cap:
+                    raise TooLarge(f"more than {m.cap} bytes")
         except SafeIOError as exc:
             yield excluded(f"{paper.paper_id}/{m.name}", exc.reason, paper_id=paper.paper_id)
+            return
+        self._add(paper, m.name, data)
 
     def _unreadable_rest(self, path: pathlib.Path, paper: Paper, failure) -> Iterator[Document]:
         if not paper.files:  # nothing read: the whole file is one excluded record
@@ -149,19 +181,26 @@ class ArxivExtractor:
         except SafeIOError as exc:
             yield excluded(paper_id, exc.reason, paper_id=paper_id)
             return
-        if data[257:262] == b"ustar":  # a tar of the paper's sources
-            for inner in iter_tar_stream(io.BytesIO(data), self.limits, select=_tex_file):
-                if not inner.name:
-                    yield from self._unreadable_rest(pathlib.Path(paper_id), paper, inner)
-                    if not paper.files:
-                        return
-                    break
-                yield from self._collect(paper, inner)
-        else:
-            self._add(paper, f"{paper_id}.tex", data)
+        try:
+            if data[257:262] == b"ustar":  # a tar of the paper's sources
+                for inner in iter_tar_stream(io.BytesIO(data), self.limits, select=_tex_file):
+                    if not inner.name:
+                        yield from self._unreadable_rest(pathlib.Path(paper_id), paper, inner)
+                        if not paper.files:
+                            return
+                        break
+                    yield from self._collect(paper, inner)
+            else:
+                self._add(paper, f"{paper_id}.tex", data)
+        except _PaperTooLarge:
+            yield self._too_large(paper)
+            return
         yield self.convert(paper)
 
     def _add(self, paper: Paper, name: str, data: bytes) -> None:
+        if paper.size + len(data) > self.max_paper_bytes:
+            raise _PaperTooLarge()
+        paper.size += len(data)
         text, errors = decode_utf8(data)
         paper.files[name] = text
         paper.utf8_errors += errors

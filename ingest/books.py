@@ -85,8 +85,13 @@ def header_fields(header: str, footer: str, file_stem: str) -> dict:
 
 
 def decode_book(data: bytes) -> tuple[str, int]:
-    """UTF-8 (errors replaced and counted), unless that fails and the PG header declares
-    another charset ("Character set encoding: ISO-8859-1", common in older eBooks)."""
+    """UTF-16/32 when a byte-order mark (or the NUL pattern of BOM-less UTF-16) says so, else
+    UTF-8 (errors replaced and counted), unless that fails and the PG header declares another
+    charset ("Character set encoding: ISO-8859-1", common in older eBooks)."""
+    sniffed = safeio.sniff_unicode(data[:4096])
+    if sniffed is not None:
+        encoding, bom = sniffed
+        return safeio.decode_unicode(memoryview(data)[bom:], encoding)
     text, errors = safeio.decode_utf8(data)
     if errors:
         declared = _CHARSET.search(data[:_HEADER_SCAN_CHARS])
@@ -113,6 +118,9 @@ class BooksExtractor(FileExtractor):
             yield unreadable(path, exc, SOURCE, file=path.name)
             return
         text, utf8_errors = decode_book(data)
+        if text.count("\0") > len(text) // 100:  # not text (UTF-16 without its mark is decoded above)
+            yield excluded(stem, "binary", file=path.name, nul_chars=text.count("\0"))
+            return
         text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
         header, body, footer, markers = split_gutenberg(text)
         meta = header_fields(header, footer, stem)
@@ -120,6 +128,9 @@ class BooksExtractor(FileExtractor):
         meta["file"] = path.name
         if utf8_errors:
             meta["utf8_errors"] = utf8_errors
+        sniffed = safeio.sniff_unicode(data[:4096])
+        if sniffed is not None:
+            meta["encoding"] = sniffed[0]
         body = body.strip()
         if not body:
             yield excluded(stem, "empty", **meta)

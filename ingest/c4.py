@@ -20,7 +20,8 @@ from ingest import safeio
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "c4"
-SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".json.zst", ".jsonl.zst")
+SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".json.zst", ".jsonl.zst", ".json.xz", ".jsonl.xz", ".json.bz2",
+            ".jsonl.bz2")
 
 
 def _file_stem(name: str) -> str:

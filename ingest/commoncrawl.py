@@ -8,12 +8,16 @@ with Resiliparse's main-content extraction (default, ~12x faster) or Trafilatura
 
 Every WARC record is accounted for: kept responses/conversions, and excluded records with
 reasons `warc:<type>` (request, metadata, warcinfo, revisit, ...), `http:<code>`, `not_html`,
-`not_http`, `empty`, `too_large`, `truncated:warc`, `extract_error`, `corrupt:<enc>`.
+`not_http`, `empty`, `too_large`, `truncated:warc`, `extract_error`, `corrupt:<enc>`. Records are
+cut out of the stream by `ingest.warc_framing`, which checks each one's Content-Length and
+WARC-Block-Digest (`corrupt:warc` when wrong) and resumes at the next record, so a lying
+Content-Length can neither pollute a document nor hide the records after it.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import pathlib
 from typing import Iterator
@@ -25,6 +29,7 @@ from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
 from ingest import safeio
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
+from ingest.warc_framing import Framed, frame
 
 SOURCE = "commoncrawl"
 SUFFIXES = (".warc", ".warc.gz", ".warc.zst", ".wet", ".wet.gz", ".wet.zst")  # not ARC: FastWARC reads WARC only
@@ -84,17 +89,13 @@ class CommonCrawlExtractor(FileExtractor):
         path = pathlib.Path(path)
         seen = 0
         try:
-            with safeio.open_path(path, self.max_expanded_bytes) as stream:
-                records = ArchiveIterator(
-                    safeio.IncrementalReader(stream),
-                    record_types=WarcRecordType.any_type,
-                    parse_http=True,
-                    stream_detect=False,
-                    fsspec_args=False,
-                )
-                for record in records:
+            with contextlib.ExitStack() as streams:
+                def reopen():
+                    return streams.enter_context(safeio.open_path(path, self.max_expanded_bytes))
+
+                for piece in frame(reopen(), self.max_record_bytes, reopen):
                     seen += 1
-                    yield self._record_to_document(record, path.name)
+                    yield self._piece_to_document(piece, path.name)
         except safeio.SafeIOError as exc:
             yield unreadable(path, exc, SOURCE, warc_file=path.name, records_before=seen)
         except OSError as exc:  # FastWARC reports unparseable WARC structure as OSError
@@ -106,14 +107,35 @@ class CommonCrawlExtractor(FileExtractor):
                 yield excluded(path.name, "empty_file", warc_file=path.name)
 
     # -- one record -------------------------------------------------------------------------
-    def _record_to_document(self, record: WarcRecord, warc_file: str) -> Document:
+    def _piece_to_document(self, piece: Framed, warc_file: str) -> Document:
+        """A sound record parsed by FastWARC, or the exclusion of a broken one / of junk bytes."""
+        if piece.kind == "record":
+            try:
+                record = next(iter(ArchiveIterator(io.BytesIO(piece.data), record_types=WarcRecordType.any_type,
+                                                   parse_http=True, stream_detect=False, fsspec_args=False)), None)
+            except OSError as exc:  # FastWARC reports an unparseable header as OSError
+                record, piece = None, Framed("broken", piece.offset, headers=piece.headers, detail=str(exc))
+            if record is not None:
+                return self._record_to_document(record, warc_file, piece.offset)
+            if piece.kind == "record":
+                piece = Framed("broken", piece.offset, headers=piece.headers, detail="FastWARC read no record")
+        if piece.kind == "junk":
+            return excluded(f"{warc_file}#{piece.offset}", piece.reason, warc_file=warc_file, offset=piece.offset,
+                            skipped_bytes=piece.size, error=piece.detail)
+        record_id = piece.headers.get("warc-record-id")
+        return excluded(record_id or f"{warc_file}#{piece.offset}", piece.reason,
+                        url=piece.headers.get("warc-target-uri"), date=piece.headers.get("warc-date"),
+                        warc_record_id=record_id, warc_file=warc_file, offset=piece.offset, skipped_bytes=piece.size,
+                        error=piece.detail)
+
+    def _record_to_document(self, record: WarcRecord, warc_file: str, offset: int) -> Document:
         meta = {
             "url": record.headers.get("WARC-Target-URI"),
             "date": record.headers.get("WARC-Date"),
             "warc_record_id": record.record_id,
             "warc_file": warc_file,
         }
-        doc_id = record.record_id or f"{warc_file}#{record.stream_pos}"
+        doc_id = record.record_id or f"{warc_file}#{offset}"
         rtype = record.record_type
         if rtype == WarcRecordType.conversion:
             meta["content_type"] = record.headers.get("Content-Type")

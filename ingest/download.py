@@ -29,7 +29,8 @@ from typing import Iterable
 from tqdm import tqdm
 
 from ingest.resumable_http import (
-    CHUNK_BYTES, PermanentFailure, TransferState, TransientFailure, describe, resume_get, retrying,
+    CHUNK_BYTES, DEFAULT_DEADLINE_S, Deadline, PermanentFailure, TransferState, TransientFailure, describe, resume_get,
+    retrying,
 )
 from storage.atomic import atomic_write_json
 from storage.checksum import sha256_file
@@ -100,12 +101,15 @@ class _Progress:
 
 def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurrency: int = 4,
                  retries: int = 5, backoff: float = 0.5, timeout: float = 60,
-                 progress: bool = True) -> list[DownloadResult]:
+                 deadline: float | None = DEFAULT_DEADLINE_S, progress: bool = True) -> list[DownloadResult]:
     """Fetch every item into ``dest_dir`` with at most ``max_concurrency`` transfers at once.
 
     ``retries`` is the number of extra attempts after the first for transient failures (so at most
     ``retries + 1`` requests per file); the wait before retry k is ``backoff * 2**(k-1)`` seconds
-    (capped at 60 s) times a random jitter in [0.5, 1]. Returns one result per item, in input order.
+    (capped at 60 s) times a random jitter in [0.5, 1]. ``timeout`` bounds each network wait,
+    ``deadline`` each http file's transfer, all attempts together (``None``: no limit); a file past
+    it fails as ``deadline: ...`` and keeps its part, which a rerun resumes. Returns one result per
+    item, in input order.
     """
     items = list(items)
     if max_concurrency < 1:
@@ -139,7 +143,7 @@ def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurren
     bar.add_total(sum(_local_size(items[i]) for i, _ in todo))  # http sizes join as responses arrive
     try:
         with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="download") as pool:
-            futures = {i: pool.submit(_download_one, items[i], target, retries, backoff, timeout, bar,
+            futures = {i: pool.submit(_download_one, items[i], target, retries, backoff, timeout, deadline, bar,
                                       _sidecar(dest_dir, target))
                        for i, target in todo}
             for i, fut in futures.items():
@@ -169,7 +173,7 @@ def summarize(results: list[DownloadResult]) -> dict:
 
 
 def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float, timeout: float,
-                  bar: _Progress, sidecar: Path) -> DownloadResult:
+                  deadline: float | None, bar: _Progress, sidecar: Path) -> DownloadResult:
     state = TransferState()
     part = target.with_name(target.name + PART_SUFFIX)
     try:
@@ -178,14 +182,15 @@ def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float
             def attempt() -> str:
                 resume_get(item.url, part, state, timeout, bar)
                 return _verify(item, part, state)
-            digest = retrying(attempt, state, retries, backoff, item.url)
+            with Deadline(deadline, item.url) as state.deadline:
+                digest = retrying(attempt, state, retries, backoff, item.url)
         else:
             _copy_local(item, part, state, bar)
             digest = _verify(item, part, state)
         _commit(item, part, target, digest, sidecar)
         return DownloadResult(item, target, True, None, state.received, state.resumed, state.attempts)
     except PermanentFailure as e:
-        if not str(e).startswith("network:"):  # keep a part only where a later run can resume it
+        if not str(e).startswith(("network:", "deadline:")):  # keep a part only where a later run can resume it
             part.unlink(missing_ok=True)
         return _failed(item, str(e), state)
     except OSError as e:  # local disk trouble: full disk, permissions on dest_dir, ...

@@ -15,7 +15,7 @@ import logging
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 from ingest.download import DownloadError, DownloadItem, download_all, is_http, local_path
 from ingest.resumable_http import PermanentFailure, fetch_bytes
@@ -23,6 +23,7 @@ from ingest.resumable_http import PermanentFailure, fetch_bytes
 log = logging.getLogger(__name__)
 
 MAX_LIST_BYTES = 256 << 20  # a path list (CommonCrawl's wet.paths.gz: ~10 MB unpacked) beyond this is bogus
+MAX_LIST_LINES = 1_000_000  # ... and its lines (a crawl's wet.paths.gz: ~100,000): short lines add up in memory
 ENTRY_KEYS = frozenset({"url", "sha256", "name", "base_url", "max_files"})
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _PASSTHROUGH = ("sha256", "name", "base_url", "max_files")
@@ -47,12 +48,16 @@ def manifest_items(entries: list[Any], repo_root: Path, lists_dir: Path, *, max_
 
 
 def _url_list(url: str, repo_root: Path, lists_dir: Path, max_files: int | None) -> list[str]:
-    """The URLs of a text file of URLs (one a line, ``#`` comments), fetched like any download."""
+    """The URLs of a text file of URLs (one a line, ``#`` comments), fetched like any download;
+    read under the same caps as a path list."""
     lst = download_all(expand_items([url], repo_root), lists_dir, progress=False)[0]
     if not lst.ok:
         raise RuntimeError(f"download: URL list {url}: {lst.reason}")
-    urls = [u.strip() for u in lst.path.read_text().splitlines() if u.strip() and not u.startswith("#")]
-    return urls[:max_files] if max_files else urls
+    try:
+        with open(lst.path, "rb") as f:
+            return _list_lines(f, max_files or None, url, kind="URL list")
+    except OSError as e:
+        raise DownloadError(f"cannot read URL list {url}: {e.strerror or e}") from None
 
 
 def _expand_template(entry: dict[str, Any]) -> list[Any]:
@@ -187,7 +192,7 @@ def _expand_path_list(spec: dict, repo_root: Path, retries: int, backoff: float,
             raw = path.read_bytes()
         except OSError as e:
             raise DownloadError(f"cannot read path list {path}: {e.strerror or e}") from None
-    paths = _list_lines(raw, spec.get("max_files"), url)
+    paths = _list_lines(io.BytesIO(raw), spec.get("max_files"), url)
     items = []
     for p in paths:
         if is_http(p):
@@ -199,25 +204,31 @@ def _expand_path_list(spec: dict, repo_root: Path, retries: int, backoff: float,
     return items
 
 
-def _list_lines(raw: bytes, limit: int | None, url: str) -> list[str]:
+def _list_lines(raw: BinaryIO, limit: int | None, url: str, kind: str = "path list") -> list[str]:
     """The first ``limit`` non-blank, non-# lines of a (gzipped) list, reading no more than needed and
-    never more than MAX_LIST_BYTES decompressed (a gzip bomb is an error, not an out-of-memory)."""
-    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if raw[:2] == b"\x1f\x8b" else io.BytesIO(raw)
+    never more than MAX_LIST_BYTES decompressed nor MAX_LIST_LINES lines (a gzip bomb, or millions of
+    short lines, is a one-line error naming the list, not an out-of-memory)."""
+    raw = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
+    stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
     lines: list[str] = []
-    seen = 0
+    seen = count = 0
     try:
         while limit is None or len(lines) < limit:
             line = stream.readline(1 << 16)
             if not line:
                 return lines
             seen += len(line)
+            count += 1
             if seen > MAX_LIST_BYTES:
-                raise DownloadError(f"path list {url} is larger than {MAX_LIST_BYTES >> 20} MiB decompressed")
+                raise DownloadError(f"{kind} {url} is larger than {MAX_LIST_BYTES >> 20} MiB decompressed")
+            if count > MAX_LIST_LINES:
+                raise DownloadError(f"{kind} {url} has more than {MAX_LIST_LINES:,} lines (set max_files to read "
+                                    f"only its first ones)")
             text = line.decode("utf-8").strip()
             if text and not text.startswith("#"):
                 lines.append(text)
     except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DownloadError(f"path list {url} is not valid (gzipped) UTF-8 text: {e}") from None
+        raise DownloadError(f"{kind} {url} is not valid (gzipped) UTF-8 text: {e}") from None
     return lines
 
 
@@ -230,8 +241,11 @@ def _expand_local(spec: dict, repo_root: Path) -> list[DownloadItem]:
             return [DownloadItem(path.as_uri(), sha, name)]  # fails later as not_found, counted
         if sha:
             raise ValueError(f"sha256 cannot apply to the many files of glob {url!r}")
+        root = _glob_root(path)
         items = []
         for m in matches:
+            if _leaves(m, root):
+                continue
             sub = f"{name}/{m.name}" if name else m.name
             items.extend(_dir_items(m, sub) if m.is_dir() else [DownloadItem(m.as_uri(), None, sub)])
         return items
@@ -240,6 +254,28 @@ def _expand_local(spec: dict, repo_root: Path) -> list[DownloadItem]:
             raise ValueError(f"sha256 cannot apply to directory {url!r}")
         return _dir_items(path, name or path.name)
     return [DownloadItem(path.as_uri(), sha, name)]
+
+
+def _glob_root(pattern: Path) -> Path:
+    """The folder a glob searches: its components before the first one with a wildcard."""
+    parts = pattern.parts
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            return Path(*parts[:i])
+    return pattern.parent
+
+
+def _leaves(match: Path, root: Path) -> bool:
+    """True (and logged) when a glob match is a symlink, or reached through one, so that copying it
+    would follow a link: refused, as in folders and in extraction (a link to /etc/passwd must not
+    end up in out/)."""
+    inside = match.relative_to(root)
+    for k in range(1, len(inside.parts) + 1):
+        step = root.joinpath(*inside.parts[:k])
+        if step.is_symlink():
+            log.warning("download: skipping %s: %s is a symlink (symlinks are not followed)", match, step)
+            return True
+    return False
 
 
 def _dir_items(directory: Path, prefix: str) -> list[DownloadItem]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from loguru import logger
 
 from ingest.download import download_all, summarize
+from ingest.resumable_http import DEFAULT_DEADLINE_S
 from ingest.download_entries import manifest_items
 from pipeline import accounting
 from pipeline.manifest import REPO_ROOT
@@ -30,7 +31,8 @@ class DownloadStage(Stage):
         "max_concurrency": Int(1),
         "retries": Int(0),
         "backoff": Number(0),
-        "timeout": Number(above=0),
+        "timeout": Number(above=0),  # seconds, each network wait
+        "deadline": Number(above=0),  # seconds, each file's transfer, all attempts together (default 6 h)
     }
 
     def tasks(self, io: StageIO) -> int:
@@ -55,6 +57,7 @@ class DownloadStage(Stage):
             retries=int(self.params.get("retries", 5)),
             backoff=float(self.params.get("backoff", 0.5)),
             timeout=float(self.params.get("timeout", 60)),
+            deadline=float(self.params.get("deadline", DEFAULT_DEADLINE_S)),
         )
         summary = summarize(results)
         for r in results:

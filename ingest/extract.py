@@ -118,7 +118,7 @@ class ExtractStage(Stage):
         "github": {"licences": Names(), "extensions": Names(nullable=True), "strip_headers": Bool(), **_LIMITS},
         "wikipedia": {"languages": Languages(), **_LIMITS},
         "books": _LIMITS,
-        "arxiv": {**_LIMITS, "max_include_depth": Int(0), "max_expansion_passes": Int(0)},
+        "arxiv": {**_LIMITS, "max_include_depth": Int(0), "max_expansion_passes": Int(0), "max_paper_bytes": Int(1)},
         "stackexchange": {"sites": Names(nullable=True), **_LIMITS},
     }
 

@@ -29,11 +29,12 @@ def excluded(doc_id: str, reason: str, text: str = "", **metadata) -> Document:
 
 def unreadable(path: pathlib.Path, exc: BaseException, source: str, **metadata) -> Document:
     """The whole of `path` (or its unread remainder) could not be read: one excluded record
-    with id = the file name, and one warning line (no traceback)."""
+    with id = the file name, and one warning line (no traceback). What the error knows about the
+    loss (``SafeIOError.info``: compressed bytes lost, damaged stream...) goes into the metadata."""
     reason = reason_for(exc)
     detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
     logger.warning(f"{source}: {path.name}: excluded ({reason}): {detail}")
-    return excluded(path.name, reason, error=str(exc)[:500], **metadata)
+    return excluded(path.name, reason, error=str(exc)[:500], **{**getattr(exc, "info", {}), **metadata})
 
 
 def construct(cls, params: dict | None, source: str):

@@ -6,6 +6,11 @@ partial file with ``Range``/``If-Range`` (206 appends; 200 means the server igno
 is rewritten; 416 means the part already holds every byte). Failures are raised as
 :class:`PermanentFailure` (its ``str()`` is the one-line ``kind: detail`` reason) or
 :class:`TransientFailure`, which :func:`retrying` retries.
+
+A per-read ``timeout`` does not bound a transfer: a server that trickles a byte every few seconds
+never trips it. So each file also has a ``deadline`` for all its attempts together: a
+:class:`Deadline` watchdog shuts the transfer's sockets down when it passes (even in the middle of
+reading the response headers), and the retry loop gives up with ``deadline: ...``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import http.client
 import logging
 import random
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +31,8 @@ from typing import Callable, Protocol
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
+DEFAULT_DEADLINE_S = 6 * 3600.0  # one file, all attempts: a 20 GB dump at ~1 MB/s; a rerun resumes the part
+LIST_DEADLINE_S = 600.0  # a path list (a few MB)
 MAX_BACKOFF_S = 60.0
 USER_AGENT = "llamix-download/1.0"
 PERMANENT_HTTP_KIND = {401: "permission_denied", 403: "permission_denied", 404: "not_found", 410: "gone"}
@@ -50,6 +59,93 @@ class TransferState:
     received: int = 0
     resumed: bool = False
     validator: str | None = None
+    deadline: Deadline | None = None
+
+
+class Deadline:
+    """The wall-clock limit of one file's transfer (all attempts). While active (``with``), a timer
+    shuts down every socket the transfer opened once the limit passes, so a blocked read returns
+    at once; ``check`` raises ``PermanentFailure('deadline: ...')`` after it."""
+
+    def __init__(self, seconds: float | None, what: str):
+        self.seconds = seconds
+        self.what = what
+        self.at = None if seconds is None else time.monotonic() + seconds
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._fired = False
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> Deadline:
+        if self.at is not None:
+            self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._socks.clear()
+
+    def remaining(self) -> float:
+        return float("inf") if self.at is None else self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self._fired or self.remaining() <= 0
+
+    def check(self) -> None:
+        if self.passed():
+            raise PermanentFailure(f"deadline: {self.what} not complete after {self.seconds:g} s "
+                                   f"(the download deadline; a rerun resumes it)")
+
+    def register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            fired = self._fired
+        if fired:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _watched(http_class, deadline: Deadline):
+    """``http_class`` whose sockets ``deadline`` can shut down."""
+
+    class Watched(http_class):
+        def connect(self):
+            super().connect()
+            deadline.register(self.sock)
+
+    return Watched
+
+
+def _opener(deadline: Deadline | None):
+    if deadline is None or deadline.at is None:
+        return None
+
+    class HTTP(urllib.request.HTTPHandler):
+        def do_open(self, http_class, req, **kw):
+            return super().do_open(_watched(http_class, deadline), req, **kw)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def do_open(self, http_class, req, **kw):
+            return super().do_open(_watched(http_class, deadline), req, **kw)
+
+    return urllib.request.build_opener(HTTP(), HTTPS())
 
 
 class Progress(Protocol):
@@ -60,12 +156,14 @@ class Progress(Protocol):
     def update(self, n: int) -> None: ...
 
 
-def fetch_bytes(url: str, max_bytes: int, *, retries: int = 5, backoff: float = 0.5, timeout: float = 60) -> bytes:
-    """A small resource (a path list) in memory, with the same retry policy as downloads; more than
-    ``max_bytes`` is a ``PermanentFailure`` (``too_large``)."""
+def fetch_bytes(url: str, max_bytes: int, *, retries: int = 5, backoff: float = 0.5, timeout: float = 60,
+                deadline: float | None = LIST_DEADLINE_S) -> bytes:
+    """A small resource (a path list) in memory, with the same retry policy (and a deadline) as
+    downloads; more than ``max_bytes`` is a ``PermanentFailure`` (``too_large``)."""
+    state = TransferState(deadline=Deadline(deadline, url))
 
     def attempt() -> bytes:
-        with open_http(url, {}, timeout) as resp:
+        with open_http(url, {}, timeout, state.deadline) as resp:
             try:
                 data = resp.read(max_bytes + 1)
             except (OSError, http.client.HTTPException) as e:
@@ -74,30 +172,44 @@ def fetch_bytes(url: str, max_bytes: int, *, retries: int = 5, backoff: float = 
             raise PermanentFailure(f"too_large: more than {max_bytes >> 20} MiB")
         return data
 
-    return retrying(attempt, TransferState(), retries, backoff, url)
+    with state.deadline:
+        return retrying(attempt, state, retries, backoff, url)
 
 
 def retrying(action: Callable, state: TransferState, retries: int, backoff: float, what: str):
-    """Run ``action`` until it succeeds, raises ``PermanentFailure``, or transient failures exceed ``retries``."""
+    """Run ``action`` until it succeeds, raises ``PermanentFailure``, or transient failures exceed
+    ``retries`` or outlast ``state.deadline``."""
     while True:
+        if state.deadline is not None:
+            state.deadline.check()
         state.attempts += 1
         try:
             return action()
         except TransientFailure as e:
+            if state.deadline is not None:
+                state.deadline.check()  # a socket shut by the watchdog fails as a lost connection
             if state.attempts > retries:
                 raise PermanentFailure(f"{e.kind}: {e} for {what} (gave up after {state.attempts} attempts)") from None
             delay = min(MAX_BACKOFF_S, backoff * 2 ** (state.attempts - 1)) * random.uniform(0.5, 1.0)
             if e.retry_after is not None:
                 delay = max(delay, min(MAX_BACKOFF_S, e.retry_after))
+            if state.deadline is not None:
+                delay = max(0.0, min(delay, state.deadline.remaining()))
             log.info("download: %s for %s; retry %d/%d in %.2fs", e, what, state.attempts, retries, delay)
             time.sleep(delay)
 
 
-def open_http(url: str, headers: dict, timeout: float) -> http.client.HTTPResponse:
-    """Open a GET; classify errors into PermanentFailure (4xx like 404/410/403) or TransientFailure."""
+def open_http(url: str, headers: dict, timeout: float, deadline: Deadline | None = None) -> http.client.HTTPResponse:
+    """Open a GET; classify errors into PermanentFailure (4xx like 404/410/403) or TransientFailure.
+    Under a ``deadline``, its watchdog can shut the connection down (while headers trickle in too)."""
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers})
+    opener = _opener(deadline)
+    if deadline is not None:
+        timeout = max(0.001, min(timeout, deadline.remaining()))
     try:
-        return urllib.request.urlopen(req, timeout=timeout)
+        if opener is None:
+            return urllib.request.urlopen(req, timeout=timeout)
+        return opener.open(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         e.close()
         detail = f"HTTP {e.code} {e.reason} for {url}"
@@ -121,7 +233,7 @@ def resume_get(url: str, part: Path, state: TransferState, timeout: float, bar: 
         if state.validator:
             headers["If-Range"] = state.validator
     try:
-        resp = open_http(url, headers, timeout)
+        resp = open_http(url, headers, timeout, state.deadline)
     except urllib.error.HTTPError as e:  # 416: our part is as long as (or longer than) the file
         total = content_range(e.headers.get("Content-Range") if e.headers else None)[2]
         if total == offset:
@@ -159,6 +271,12 @@ def resume_get(url: str, part: Path, state: TransferState, timeout: float, bar: 
                 got += len(chunk)
                 state.received += len(chunk)
                 bar.update(len(chunk))
+                if state.deadline is not None and state.deadline.passed():
+                    bar.add_total(got - (expected or got))
+                    state.deadline.check()
+        if state.deadline is not None and state.deadline.passed():  # its watchdog may have cut the body short
+            bar.add_total(got - (expected or got))
+            state.deadline.check()
         if expected is not None and got < expected:
             bar.add_total(got - expected)
             raise TransientFailure(f"connection closed after byte {offset + got} of {offset + expected}")

@@ -13,11 +13,15 @@ API (stable; other extractors import it):
     iter_lines(stream, max_line=...)             -> Iterator[Line]       # bounded line reading
     read_capped(stream, cap) -> bytes                                    # whole record, or TooLarge
     decode_utf8(data) -> (text, n_errors)                                # replacement + error count
+    sniff_unicode(head) -> (encoding, bom_len) | None                    # UTF-16/32 by BOM or NUL pattern
+    decode_unicode(data, encoding) -> (text, n_errors)                   # the same for UTF-16/32
+    TranscodeToUtf8(stream, encoding, skip)                              # UTF-16/32 stream read as UTF-8
     replace_surrogates(text) -> (text, n)                                # lone surrogates -> U+FFFD
     reason_for(exc) -> str                                               # exception -> exclusion reason
-    IncrementalReader(stream)                 # forward-only, one chunk per read (for native parsers)
 Exceptions: SafeIOError(reason) with subclasses CorruptInput(fmt), TruncatedInput(fmt),
-TooLarge(what), Unreadable(detail).
+TooLarge(what), Unreadable(detail); ``info`` says what was lost (for the excluded record).
+bz2 and xz are decoded stream by stream (``_MultiStreamReader``): a damaged later stream is an
+error, not the end of the file.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import contextlib
 import gzip
 import io
 import lzma
+import os
 import pathlib
 import re
 import zlib
@@ -47,6 +52,7 @@ GiB = 1 << 30
 DEFAULT_MAX_RECORD = 64 * MiB  # one record / line / archive member, expanded
 DEFAULT_MAX_EXPANDED = 64 * GiB  # one whole decompressed stream (decompression-bomb cap)
 _CHUNK = MiB
+_XZ_MEMLIMIT = 512 * MiB
 
 _MAGICS = (
     (b"\x1f\x8b", "gzip"),
@@ -59,29 +65,31 @@ _CODEC_ERRORS = (zlib.error, gzip.BadGzipFile, lzma.LZMAError) + _ZSTD_ERRORS
 
 
 class SafeIOError(Exception):
-    """An input problem that maps to one exclusion reason (``self.reason``)."""
+    """An input problem that maps to one exclusion reason (``self.reason``). ``info`` holds what the
+    excluded record should say about the loss (JSON values, e.g. ``compressed_bytes_lost``)."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", info: dict | None = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.info = dict(info or {})
 
 
 class CorruptInput(SafeIOError):
-    def __init__(self, fmt: str, detail: str = ""):
-        super().__init__(f"corrupt:{fmt}", detail)
+    def __init__(self, fmt: str, detail: str = "", info: dict | None = None):
+        super().__init__(f"corrupt:{fmt}", detail, info)
         self.fmt = fmt
 
 
 class TruncatedInput(SafeIOError):
-    def __init__(self, fmt: str, detail: str = ""):
-        super().__init__(f"truncated:{fmt}", detail)
+    def __init__(self, fmt: str, detail: str = "", info: dict | None = None):
+        super().__init__(f"truncated:{fmt}", detail, info)
         self.fmt = fmt
 
 
 class TooLarge(SafeIOError):
-    def __init__(self, detail: str = ""):
-        super().__init__("too_large", detail)
+    def __init__(self, detail: str = "", info: dict | None = None):
+        super().__init__("too_large", detail, info)
 
 
 class Unreadable(SafeIOError):
@@ -176,13 +184,114 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+class _MultiStreamReader(io.RawIOBase):
+    """bz2 / xz decoded stream by stream, each damage reported.
+
+    Why not ``BZ2File``/``LZMAFile``: after the first stream they take anything they cannot decode
+    for trailing garbage and return end-of-file, so a multi-stream file (pbzip2 books, Wikipedia's
+    multistream dumps, xz written in blocks) with a damaged later stream was silently cut short.
+    Here every stream after the first must decode too: a damaged one is ``CorruptInput`` and one
+    that stops early ``TruncatedInput``, both carrying in ``info`` what is lost (the damaged stream's
+    number, the streams decoded before it, the compressed bytes from its start to the end of the
+    file, the bytes decoded so far). NUL padding between or after streams (xz stream padding, tape
+    blocks) is skipped. Reading stops at the damage: what follows is not resynchronised (a record
+    cut by the damage could not be told from a whole one)."""
+
+    def __init__(self, raw: BinaryIO, fmt: str):
+        super().__init__()
+        self._raw = raw
+        self.fmt = fmt
+        self._dec = None
+        self._pending = b""  # compressed bytes read but not yet given to a decompressor
+        self._stream_start = 0  # compressed offset at which the current stream began
+        self._fed = 0  # compressed bytes given to the current decompressor
+        self._streams = 0  # streams decoded completely
+        self._decoded = 0  # decompressed bytes handed out
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _new(self):
+        if self.fmt == "bz2":
+            return bz2.BZ2Decompressor()
+        # xz -9 needs ~65 MiB to decode; a header declaring a dictionary of GBs is refused (corrupt:xz)
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
+
+    def _fill(self) -> bool:
+        if not self._pending:
+            self._pending = self._raw.read(_CHUNK)
+        return bool(self._pending)
+
+    def readinto(self, buf) -> int:
+        while not self._done:
+            if self._dec is not None and self._dec.eof:
+                unused = self._dec.unused_data
+                self._stream_start += self._fed - len(unused)
+                self._pending = unused + self._pending
+                self._streams += 1
+                self._dec = None
+            if self._dec is None:
+                if not self._fill():
+                    self._done = True
+                    break
+                padding = len(self._pending) - len(self._pending.lstrip(b"\0"))
+                if padding and self._streams:
+                    self._stream_start += padding
+                    self._pending = self._pending[padding:]
+                    continue
+                self._dec, self._fed = self._new(), 0
+            data = b""
+            if self._dec.needs_input:
+                if not self._fill():
+                    raise self._loss(TruncatedInput, "stream ends before its end-of-stream marker")
+                data, self._pending = self._pending, b""
+                self._fed += len(data)
+            try:
+                out = self._dec.decompress(data, len(buf))
+            except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+                raise self._loss(CorruptInput, str(exc) or type(exc).__name__) from None
+            if out:
+                n = len(out)
+                buf[:n] = out
+                self._decoded += n
+                return n
+        return 0
+
+    def _loss(self, cls, detail: str) -> SafeIOError:
+        lost = self._compressed_rest()
+        info = {"damaged_stream": self._streams + 1, "streams_decoded": self._streams,
+                "compressed_bytes_lost": lost, "bytes_decoded": self._decoded}
+        where = f"stream {self._streams + 1} (at compressed byte {self._stream_start})"
+        self._done = True
+        return cls(self.fmt, f"{detail} in {where}; {lost} compressed bytes from there to the end not decoded", info)
+
+    def _compressed_rest(self) -> int:
+        """Compressed bytes from the damaged stream's start to the end of the input."""
+        held = self._fed + len(self._pending)
+        try:
+            return held + os.fstat(self._raw.fileno()).st_size - self._raw.tell()
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            pass
+        rest = 0
+        try:
+            while chunk := self._raw.read(_CHUNK):
+                rest += len(chunk)
+        except Exception:  # the count is informative; an unreadable tail leaves it a lower bound
+            pass
+        return held + rest
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._raw.close()
+        super().close()
+
+
 def _decompressor(fmt: str, raw: BinaryIO) -> BinaryIO:
     if fmt == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # multi-member (per-record WARC.gz) aware
-    if fmt == "bz2":
-        return bz2.BZ2File(raw, mode="rb")  # multi-stream (pbzip2) aware
-    if fmt == "xz":
-        return lzma.LZMAFile(raw, mode="rb")
+    if fmt in ("bz2", "xz"):
+        return _MultiStreamReader(raw, fmt)  # multi-stream, every stream checked
     if fmt == "zstd":
         if _zstd is None:
             raise CorruptInput("zstd", "no zstd decoder installed")
@@ -277,8 +386,16 @@ def read_capped(stream: BinaryIO, cap: int = DEFAULT_MAX_RECORD) -> bytes:
 def decode_utf8(data: bytes | memoryview) -> tuple[str, int]:
     """Decode UTF-8, replacing each invalid sequence with U+FFFD exactly as errors="replace"
     would, and return how many replacements were made (0 for valid input: the fast path)."""
+    text, _used, errors = _decode_counting(codecs.utf_8_decode, data, True)
+    return text, errors
+
+
+def _decode_counting(decode, data: bytes | memoryview, final: bool) -> tuple[str, int, int]:
+    """``decode`` (a ``codecs.*_decode`` function) with each invalid sequence replaced by U+FFFD
+    and counted: (text, bytes consumed, replacements). Linear: each retry starts after an error."""
     try:
-        return codecs.utf_8_decode(data, "strict", True)[0], 0
+        text, used = decode(data, "strict", final)
+        return text, used, 0
     except UnicodeDecodeError:
         pass
     view = memoryview(data)
@@ -287,51 +404,106 @@ def decode_utf8(data: bytes | memoryview) -> tuple[str, int]:
     pos = 0
     while True:
         try:
-            parts.append(codecs.utf_8_decode(view[pos:], "strict", True)[0])
-            return "".join(parts), errors
+            text, used = decode(view[pos:], "strict", final)
+            parts.append(text)
+            return "".join(parts), pos + used, errors
         except UnicodeDecodeError as exc:
-            parts.append(codecs.utf_8_decode(view[pos : pos + exc.start], "strict", True)[0])
+            parts.append(decode(view[pos : pos + exc.start], "strict", True)[0])
             parts.append("\ufffd")
             errors += 1
             pos += exc.end
 
 
-class IncrementalReader(io.RawIOBase):
-    """Forward-only view of a stream from `open_stream` for native parsers (e.g. FastWARC).
+# Byte-order marks, longest first (the UTF-32-LE mark begins with the UTF-16-LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_DECODERS = {"utf-8": codecs.utf_8_decode, "utf-16-le": codecs.utf_16_le_decode, "utf-16-be": codecs.utf_16_be_decode,
+             "utf-32-le": codecs.utf_32_le_decode, "utf-32-be": codecs.utf_32_be_decode}  # fmt: skip
 
-    Why: such parsers ask for big reads and want `tell()`. A buffered `read(n)` that hits a
-    truncation discards everything it had gathered in that call, losing the intact records just
-    before the damage. Serving at most one underlying chunk per call makes the error surface
-    only after every good byte has been handed over."""
 
-    def __init__(self, stream: io.BufferedReader):
+def sniff_unicode(head: bytes) -> tuple[str, int] | None:
+    """(encoding, length of its byte-order mark) when ``head`` (a file's first bytes, a few KB) is
+    UTF-16/32 text: by byte-order mark, else by the NUL pattern of mostly-ASCII UTF-16/32 without a
+    mark (``<\\0?\\0`` of an XML declaration, or nearly every other byte NUL). None for anything
+    else, UTF-8 included (with or without its mark: callers decode UTF-8 already)."""
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return (encoding, len(bom)) if encoding != "utf-8" else None
+    for pattern, encoding in ((b"<\0\0\0", "utf-32-le"), (b"\0\0\0<", "utf-32-be"),
+                              (b"<\0?\0", "utf-16-le"), (b"\0<\0?", "utf-16-be")):
+        if head.startswith(pattern):
+            return encoding, 0
+    sample = head[: len(head) // 4 * 4]
+    if len(sample) < 64:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) >= 0.9 * len(odd) and even.count(0) <= 0.1 * len(even):
+        return ("utf-32-le" if sample[2::4].count(0) >= 0.9 * len(sample[2::4]) else "utf-16-le"), 0
+    if even.count(0) >= 0.9 * len(even) and odd.count(0) <= 0.1 * len(odd):
+        return ("utf-32-be" if sample[1::4].count(0) >= 0.9 * len(sample[1::4]) else "utf-16-be"), 0
+    return None
+
+
+def decode_unicode(data: bytes | memoryview, encoding: str) -> tuple[str, int]:
+    """Decode UTF-8/16/32 (``encoding`` as ``sniff_unicode`` names it; the mark already cut off),
+    invalid sequences replaced by U+FFFD and counted, as ``decode_utf8`` does for UTF-8."""
+    text, _used, errors = _decode_counting(_DECODERS[encoding], data, True)
+    return text, errors
+
+
+class TranscodeToUtf8(io.RawIOBase):
+    """A UTF-16/32 byte stream read as UTF-8, for readers that split lines or parse UTF-8 (the
+    StackExchange Posts.xml reader). Each invalid sequence becomes one byte 0xFF, which is never
+    valid UTF-8: the reader's own UTF-8 decoding replaces it and counts it, once."""
+
+    def __init__(self, stream: BinaryIO, encoding: str, skip: int = 0):
         super().__init__()
         self._stream = stream
-        self._pos = 0
+        self._decode = _DECODERS[encoding]
+        self._skip = skip  # the byte-order mark
+        self._held = b""  # an incomplete code unit / surrogate pair carried to the next chunk
+        self._out = b""
+        self._eof = False
 
     def readable(self) -> bool:
         return True
 
-    def seekable(self) -> bool:
-        return True  # only the no-op seeks below; some native readers probe for tell()
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if (whence == io.SEEK_CUR and offset == 0) or (whence == io.SEEK_SET and offset == self._pos):
-            return self._pos
-        raise io.UnsupportedOperation("forward-only stream")
-
     def readinto(self, buf) -> int:
-        n = self._stream.readinto1(buf)
-        self._pos += n
+        while not self._out and not self._eof:
+            chunk = self._stream.read(_CHUNK)
+            if self._skip:
+                cut = min(self._skip, len(chunk))
+                chunk, self._skip = chunk[cut:], self._skip - cut
+                if not chunk and self._skip:
+                    continue
+            data = self._held + chunk
+            self._eof = not chunk
+            parts: list[bytes] = []
+            pos = 0
+            while True:
+                try:
+                    text, used = self._decode(memoryview(data)[pos:], "strict", self._eof)
+                    parts.append(text.encode("utf-8"))
+                    pos += used
+                    break
+                except UnicodeDecodeError as exc:
+                    good = self._decode(memoryview(data)[pos : pos + exc.start], "strict", True)[0]
+                    parts.append(good.encode("utf-8"))
+                    parts.append(b"\xff")
+                    pos += exc.end
+            self._held = data[pos:]
+            self._out = b"".join(parts)
+        n = min(len(buf), len(self._out))
+        buf[:n] = self._out[:n]
+        self._out = self._out[n:]
         return n
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read1(size if size and size > 0 else _CHUNK)
-        self._pos += len(data)
-        return data
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close()
+        super().close()
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")

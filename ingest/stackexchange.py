@@ -13,24 +13,28 @@ descending, ties by creation date then id. HTML -> text by resiliparse, keeping 
 text and line breaks. Excluded records: ``orphan_answer`` (its question is not in the dump),
 ``post_type:<n>`` (tag wikis, moderator nominations...), ``bad_row`` (a row without a usable Id or
 PostTypeId), ``too_large`` (a row longer than ``max_record_bytes``; a Posts.xml expanding past
-``max_expanded_bytes`` ends with a ``too_large`` record for the rest), ``empty``; an unreadable file
-or a ``Posts.xml`` that stops parsing becomes one record for the rest (``corrupt:xml``...).
+``max_expanded_bytes`` ends with a ``too_large`` record for the rest, as does more than
+``max_record_bytes`` without a complete row), ``empty``; an unreadable file, a ``Posts.xml`` that
+stops parsing or one with a DTD becomes one record for the rest (``corrupt:xml``...).
 
 Memory: rows are read line by line (the dump writes one ``<row/>`` per line; a line is capped) and
-fed to an incremental XML parser whose tree is cleared after each row; question and answer rows go
-to SQLite, on disk under ``params["work_dir"]`` when the stage gives one (it is removed afterwards),
+fed to expat, which keeps nothing between rows (``ingest.xmlfeed``: no DTD, so no entity expands;
+an unfinished token is neither re-scanned per line nor unbounded); question and answer rows go to
+SQLite, on disk under ``params["work_dir"]`` when the stage gives one (it is removed afterwards),
 otherwise in memory (then memory grows with the site: fine for samples and small sites only).
+A UTF-16/32 ``Posts.xml`` (byte-order mark, or ``<?xml`` in UTF-16) is read as UTF-8.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import pathlib
 import re
 import sqlite3
 import tempfile
-import xml.etree.ElementTree as ET
 from typing import BinaryIO, Iterator
+from xml.parsers import expat
 
 from datatrove.data import Document
 from loguru import logger
@@ -39,7 +43,10 @@ from resiliparse.extract.html2text import extract_plain_text
 from ingest.archive_members import ArchiveLimits, MemberError
 from ingest.archives import archive_format, archive_stem, iter_archive
 from ingest.records import construct, excluded, kept, unreadable
-from ingest.safeio import DEFAULT_MAX_RECORD, SafeIOError, decode_utf8, iter_lines, open_path
+from ingest.safeio import (
+    DEFAULT_MAX_RECORD, SafeIOError, TooLarge, TranscodeToUtf8, decode_utf8, iter_lines, open_path, sniff_unicode,
+)
+from ingest.xmlfeed import ExpatFeeder, refusing_parser
 
 SOURCE = "stackexchange"
 NEEDS_WORK_DIR = True  # the extract stage passes params["work_dir"] (a scratch folder in the output)
@@ -237,36 +244,69 @@ class StackExchangeExtractor:
             members.close()
 
     def _load(self, stream: BinaryIO, site: str, store: _PostStore, path: pathlib.Path) -> Iterator[Document]:
-        """Parse rows into ``store``; yields the rows that are excluded outright."""
-        parser = ET.XMLPullParser(events=("start", "end"))
-        root = None
+        """Parse rows into ``store``; yields the rows that are excluded outright.
+
+        Bounded: lines are capped (``too_large``); expat is fed so that an unfinished token (a
+        32 MB comment) is not re-scanned on every line and cannot grow past the cap
+        (``ingest.xmlfeed``); text between rows is never kept; more than ``max_record_bytes`` (plus
+        1 MiB) without a complete row ends the file (``too_large`` for the rest); a DTD is refused
+        (``corrupt:xml``), so no entity can expand. UTF-16/32 files are read as UTF-8."""
+        parser = refusing_parser(POSTS_FILE)
+        cap = self.max_record + (1 << 20)
+        feeder = ExpatFeeder(parser, cap, POSTS_FILE)
+        open_rows: list[dict | None] = []
+        finished: list[dict] = []
+
+        def start(name, attrs):
+            open_rows.append(attrs if name == "row" else None)
+
+        def end(_name):
+            attrs = open_rows.pop() if open_rows else None
+            if attrs is not None:
+                finished.append(attrs)
+
+        parser.StartElementHandler = start
+        parser.EndElementHandler = end
+        errors = 0  # UTF-8 errors not yet given to a row: the next row to complete gets them
+        since_row = 0  # bytes fed since the last complete row
         try:
+            sniffed = sniff_unicode(stream.peek(4096)[:4096] if hasattr(stream, "peek") else b"")
+            if sniffed is not None:
+                stream = io.BufferedReader(TranscodeToUtf8(stream, *sniffed), 1 << 20)
             for line in iter_lines(stream, self.max_record):
                 if line.too_large:
                     yield excluded(f"{site}/line:{line.number}", "too_large", site=site, size=line.size)
                     continue
-                text, errors = decode_utf8(line.data)
-                parser.feed(text)
-                for event, elem in parser.read_events():
-                    if event == "start":
-                        root = elem if root is None else root
-                        continue
-                    if elem.tag != "row":
-                        continue
-                    doc = self._row(dict(elem.attrib), errors, site, store)
-                    if doc is not None:
-                        yield doc
-                    root.clear()
-            parser.close()
-        except ET.ParseError as exc:
+                text, line_errors = decode_utf8(line.data)
+                errors += line_errors
+                feeder.feed(text.encode("utf-8") if line_errors else line.data)
+                since_row += line.size
+                if finished:
+                    since_row = 0
+                    for attrs in finished:
+                        doc = self._row(attrs, errors, site, store)
+                        errors = 0
+                        if doc is not None:
+                            yield doc
+                    finished.clear()
+                elif since_row > cap:
+                    raise TooLarge(f"more than {cap} bytes of {POSTS_FILE} without a complete row",
+                                   {"bytes_without_row": since_row})
+            feeder.flush(final=True)
+            for attrs in finished:
+                doc = self._row(attrs, errors, site, store)
+                errors = 0
+                if doc is not None:
+                    yield doc
+        except expat.ExpatError as exc:
             yield self._rest(path, site, "corrupt:xml", str(exc))
         except SafeIOError as exc:
-            yield self._rest(path, site, exc.reason, exc.detail)
+            yield self._rest(path, site, exc.reason, exc.detail, exc.info)
 
-    def _rest(self, path: pathlib.Path, site: str, reason: str, detail: str) -> Document:
+    def _rest(self, path: pathlib.Path, site: str, reason: str, detail: str, info: dict | None = None) -> Document:
         """One record for the unread remainder of a Posts.xml; what was read still becomes documents."""
         logger.warning(f"{SOURCE}: {path.name}: rest of {POSTS_FILE} excluded ({reason}): {detail}")
-        return excluded(f"{site}/{POSTS_FILE}#rest", reason, site=site, error=detail[:500])
+        return excluded(f"{site}/{POSTS_FILE}#rest", reason, site=site, error=detail[:500], **(info or {}))
 
     def _row(self, row: dict, errors: int, site: str, store: _PostStore) -> Document | None:
         post_id, post_type = _int(row.get("Id")), _int(row.get("PostTypeId"))

@@ -2,7 +2,8 @@
 
 Why: LLaMA used 20 Latin/Cyrillic-script Wikipedias with hyperlinks, comments and formatting
 boilerplate removed. Dumps are streamed page by page with expat (constant memory: a page's
-wikitext is capped, entity declarations are refused so entity bombs cannot expand), and each
+wikitext is capped, entity declarations are refused so entity bombs cannot expand, and expat is
+fed so that a huge comment or tag costs linear time and is capped: ``ingest.xmlfeed``), and each
 article's wikitext is rendered to plain text by walking mwparserfromhell's parse tree — a
 maintained, complete wikitext parser (the one WikiExtractor's successors build on), so links keep
 their anchor text while templates, comments, <ref>s, tables, files, images and categories go.
@@ -15,6 +16,7 @@ record for its unread remainder.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from mwparserfromhell.nodes import ExternalLink, Heading, HTMLEntity, Node, Tag,
 
 from ingest import safeio
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
+from ingest.xmlfeed import ExpatFeeder
 
 SOURCE = "wikipedia"
 SUFFIXES = (".xml", ".xml.bz2", ".xml.gz", ".xml.xz", ".xml.zst")
@@ -193,6 +196,8 @@ class DumpReader:
     def pages(self, stream) -> Iterator[_Page]:
         parser = expat.ParserCreate()
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        # linear in an XML token of any size (a 128 MB comment), which is refused past the page cap
+        feeder = ExpatFeeder(parser, self.max_page_chars + self._CHUNK, "dump")
         done: list[_Page] = []
         stack: list[str] = []
         state = {"page": None, "buf": [], "buf_size": 0, "ns_key": None}
@@ -250,12 +255,24 @@ class DumpReader:
         parser.EntityDeclHandler = refuse_entities
         parser.buffer_text = True
         while True:
-            chunk = stream.read1(self._CHUNK)  # read1: a late error must not discard earlier bytes
             try:
-                parser.Parse(chunk, not chunk)
+                chunk = stream.read1(self._CHUNK)  # read1: a late error must not discard earlier bytes
+            except safeio.SafeIOError:
+                with contextlib.suppress(expat.ExpatError, safeio.SafeIOError):
+                    feeder.flush()  # the pages before the damage still count
+                yield from done
+                raise
+            try:
+                if chunk:
+                    feeder.feed(chunk)
+                else:
+                    feeder.flush(final=True)
             except expat.ExpatError as exc:
                 yield from done
                 raise safeio.CorruptInput("xml", str(exc)) from None
+            except safeio.SafeIOError:
+                yield from done
+                raise
             yield from done
             done.clear()
             if not chunk:
