@@ -12,6 +12,7 @@ import importlib.util
 import shutil
 import struct
 import sys
+import time
 
 import pytest
 
@@ -92,6 +93,13 @@ def _wandb_records(path):
     return records
 
 
+def _closed(log_file) -> bool:
+    try:
+        return "exit" in {r.WhichOneof("record_type") for r in _wandb_records(log_file)}
+    except Exception:  # noqa: BLE001 - a record still being written does not parse yet
+        return False
+
+
 def test_wandb_offline_run_folder_has_the_same_keys(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_MODE", "WANDB_API_KEY"):
@@ -106,9 +114,15 @@ def test_wandb_offline_run_folder_has_the_same_keys(corpus, tmp_path, monkeypatc
     assert "WANDB_DIR" not in __import__("os").environ  # and left the process environment as it was
     run_id = (run / "wandb" / "run_id").read_text().strip()
     [folder] = (run / "wandb").glob(f"offline-run-*-{run_id}")
+    # W&B's service process writes the log and may still be flushing it when finish() returns: wait
+    # (bounded) for its closing `exit` record before reading
+    log_file = folder / f"run-{run_id}.wandb"
+    deadline = time.monotonic() + 60
+    while not _closed(log_file) and time.monotonic() < deadline:
+        time.sleep(0.2)
     history: dict[str, dict[int, float]] = {}
     run_record = None
-    for record in _wandb_records(folder / f"run-{run_id}.wandb"):
+    for record in _wandb_records(log_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run_record = record.run
