@@ -30,6 +30,11 @@ def _cmd_run(args) -> int:
     options = {}
     if kind == "slurm":
         options = {"resources": manifest.resources, "dry_run": args.dry_run, "out_root": manifest.out_root}
+        poll = manifest.executor.get("poll_s")  # seconds between checks of a submitted pass's completion markers
+        if poll is not None:
+            if isinstance(poll, bool) or not isinstance(poll, (int, float)) or poll <= 0:
+                raise ValueError(f"executor.poll_s: expected a number of seconds > 0, got {poll!r}")
+            options["poll_s"] = float(poll)
     elif kind == "ray":  # a task on a Ray cluster reserves its stage's resources
         options = {"resources": manifest.resources}
     executor = make_executor(kind, workers, **options)

@@ -80,6 +80,24 @@ def test_stage_resources_overlay_default_and_reject_unknown_keys():
     assert split_name("minhash/c4/buckets") == ("minhash", "c4", "buckets")
 
 
+def test_slurm_job_ids_memory_and_time_as_a_real_scheduler_takes_them(tmp_path):
+    from pipeline.executors.slurm import SlurmError, SlurmExecutor, job_id_from_sbatch
+
+    assert job_id_from_sbatch("Submitted batch job 42\n") == "42"
+    assert job_id_from_sbatch("Submitted batch job 42 on cluster west\n") == "42"
+    assert job_id_from_sbatch("42;west\n") == "42"
+    with pytest.raises(SlurmError, match="cannot read a job id"):
+        job_id_from_sbatch("sbatch: error: Batch job submission failed\n")
+    # YAML reads an unquoted 4:00:00 as 14400, which Slurm would take as minutes
+    with pytest.raises(ValueError, match=r"resources.stages.extract.time: write Slurm's time limit as a quoted string"):
+        stage_resources({"stages": {"extract": {"time": 14400}}}, "extract")
+    resources = {"default": {"partition": "p", "time": "01:00:00", "cpus_per_task": 3, "mem_per_cpu_gb": 1.5, "tasks_per_job": 4}}
+    ex = SlurmExecutor(resources=resources, dry_run=True, out_root=tmp_path).make([], 10, tmp_path / "logs", "minhash/c4/main")
+    args = ex.get_sbatch_args(3)
+    assert args["mem-per-cpu"] == "1536M" and args["cpus-per-task"] == 3 and args["array"] == "0-2"
+    assert ex.tasks_per_job == 4 and ex.srun_args == {"cpus-per-task": 3} and "qos" not in args
+
+
 @pytest.mark.slow
 def test_slurm_dry_run_scripts_and_running_them_as_slurm_would(tmp_path, monkeypatch):
     params = {"extract": {"tasks": 2}, "exactdedup": {"prefix_bits": 2}}

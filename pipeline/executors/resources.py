@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-RESOURCE_KEYS = {"partition", "time", "cpus_per_task", "mem_per_cpu_gb", "qos", "max_array_size", "sbatch_args"}
+RESOURCE_KEYS = {"partition", "time", "cpus_per_task", "mem_per_cpu_gb", "qos", "max_array_size", "tasks_per_job", "sbatch_args"}
 DEFAULT_RESOURCES = {"partition": "cpu", "time": "04:00:00", "cpus_per_task": 1, "mem_per_cpu_gb": 2}
 
 
@@ -27,5 +27,8 @@ def stage_resources(resources: dict[str, Any] | None, stage: str) -> dict[str, A
         unknown = set(part) - RESOURCE_KEYS
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(RESOURCE_KEYS))})")
+        if "time" in part and not isinstance(part["time"], str):
+            raise ValueError(f"{where}.time: write Slurm's time limit as a quoted string such as \"04:00:00\", got "
+                             f"{part['time']!r} (YAML reads an unquoted 4:00:00 as the number 14400)")
         merged.update(part)
     return merged
