@@ -18,11 +18,13 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
+from ingest.cited_urls import CitedUrlWriter
 from ingest.download import DONE_SUFFIX, PART_SUFFIX
 from pipeline import accounting
 from pipeline.documents import exclude
 from pipeline.params import Bool, Choice, Int, Languages, Names
 from pipeline.stages import Stage, StageIO, is_complete
+from storage.layout import Layout
 
 DEFAULT_MAX_TASKS = 64
 
@@ -54,8 +56,10 @@ class ExtractReader(PipelineStep):
     name = "🧾 llamix extract"
     type = "📖 - READER"
 
-    def __init__(self, source: str, entries: list[str], params: dict[str, Any], account_dir: str, stage: str = "extract", work_dir: str | None = None):
+    def __init__(self, source: str, entries: list[str], params: dict[str, Any], account_dir: str, stage: str = "extract",
+                 work_dir: str | None = None, cited_dir: str | None = None):
         super().__init__()
+        self.cited_dir = cited_dir  # where an extractor that collects cited URLs (Wikipedia) has them written
         self.work_dir = work_dir
         self.source = source
         self.entries = entries
@@ -71,6 +75,10 @@ class ExtractReader(PipelineStep):
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         extractor = load_extractor(self.source, self.params, self.work_dir)
+        cited = None
+        if self.cited_dir and getattr(extractor, "collect_cited_urls", False):
+            cited = CitedUrlWriter(self.cited_dir, rank)
+            extractor.on_cited_urls = cited.add
         docs_in = bytes_in = 0
         for entry in self.entries[rank::world_size]:
             path = Path(entry)
@@ -90,6 +98,8 @@ class ExtractReader(PipelineStep):
                 reason = f"error:{type(e).__name__}"
                 logger.warning(f"extract/{self.source}: {path.name}: {reason}: {str(e)[:200]} (rest of file skipped)")
                 yield self._tagged(exclude(Document(text="", id=f"{path.name}#error", metadata={"file": path.name, "error": str(e)[:500]}), reason, self.stage))
+        if cited is not None:
+            cited.close()
         accounting.write_task_record(self.account_dir, "in", rank, {"docs_in": docs_in, "bytes_in": bytes_in, "files": len(self.entries[rank::world_size])})
 
 
@@ -116,7 +126,7 @@ class ExtractStage(Stage):
         "commoncrawl": {"extractor": Choice(("resiliparse", "trafilatura")), "main_content": Bool(), **_LIMITS},
         "c4": _LIMITS,
         "github": {"licences": Names(), "extensions": Names(nullable=True), "strip_headers": Bool(), **_LIMITS},
-        "wikipedia": {"languages": Languages(), **_LIMITS},
+        "wikipedia": {"languages": Languages(), "cited_urls": Bool(), **_LIMITS},
         "books": _LIMITS,
         "arxiv": {**_LIMITS, "max_include_depth": Int(0), "max_expansion_passes": Int(0), "max_paper_bytes": Int(1)},
         "stackexchange": {"sites": Names(nullable=True), **_LIMITS},
@@ -143,5 +153,6 @@ class ExtractStage(Stage):
     def run(self, io: StageIO) -> None:
         entries = [str(p) for p in self.entries(io)]
         params = {k: v for k, v in self.params.items() if k != "tasks"}
-        reader = ExtractReader(io.source, entries, params, str(io.account_dir), stage=io.stage, work_dir=str(io.work_dir / "scratch"))
+        reader = ExtractReader(io.source, entries, params, str(io.account_dir), stage=io.stage, work_dir=str(io.work_dir / "scratch"),
+                               cited_dir=str(Layout.cited_urls_dir(io.output_dir)))
         io.run_pass("main", [reader, io.writer()], tasks=self.tasks(io))

@@ -7,6 +7,9 @@ fed so that a huge comment or tag costs linear time and is capped: ``ingest.xmlf
 article's wikitext is rendered to plain text by walking mwparserfromhell's parse tree — a
 maintained, complete wikitext parser (the one WikiExtractor's successors build on), so links keep
 their anchor text while templates, comments, <ref>s, tables, files, images and categories go.
+Tables, galleries and file links are cut before parsing (`strip_layout`), as the parser leaves some
+of them as literal text. Each kept article's external links go to `on_cited_urls` when the extract
+stage sets it (`ingest/cited_urls.py`: the positives of the Wikipedia-reference classifier).
 
 Every <page> is one record: kept articles, or excluded with `namespace:<n>`, `redirect`,
 `disambiguation`, `too_large`, `empty`; a file in a language the manifest does not list is one
@@ -20,7 +23,7 @@ import contextlib
 import pathlib
 import re
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote
 from xml.parsers import expat
 
@@ -29,6 +32,7 @@ from datatrove.data import Document
 from mwparserfromhell.nodes import ExternalLink, Heading, HTMLEntity, Node, Tag, Text, Wikilink
 
 from ingest import safeio
+from ingest.cited_urls import cited_urls
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 from ingest.xmlfeed import ExpatFeeder
 
@@ -90,6 +94,92 @@ def strip_comments_and_refs(wikitext: str) -> str:
                 pos = close.end()
     parts.append(wikitext[pos:])
     return "".join(parts)
+
+
+# Layout blocks that are never prose, removed before parsing (`strip_layout`): mwparserfromhell gives up
+# on some of them (a table with templates in its header row, a file caption with unbalanced bold quotes)
+# and leaves them as literal text, which then leaks `| bgcolor=…` rows and `[[File:…|thumb|…]]`.
+_TABLE_EDGE = re.compile(r"^[ \t:]*(\{\||\|\})", re.M)  # `{|` opens a table, `|}` closes one, at a line start
+_LINK_BRACKET = re.compile(r"\[\[|\]\]")
+_BLOCK_OPEN = re.compile(r"<(gallery|imagemap)\b[^<>]{0,1000}>", re.I)
+_BLOCK_CLOSE = {name: re.compile(rf"</{name}\s*>", re.I) for name in ("gallery", "imagemap")}
+_SWITCH = re.compile(r"(?<!\w)__([^\W_]+(?:_[^\W_]+)*)__(?!\w)")  # __NOTOC__; upper case only (not __init__)
+
+
+def strip_tables(wikitext: str) -> str:
+    """Remove every wikitable (`{|` … `|}`, nested ones counted), keeping what follows its closing
+    `|}` on that line. One scan; an unclosed table runs to the end, as MediaWiki renders it."""
+    parts: list[str] = []
+    pos = depth = 0
+    for match in _TABLE_EDGE.finditer(wikitext):
+        if match.group(1) == "{|":
+            if depth == 0:
+                parts.append(wikitext[pos : match.start()])
+            depth += 1
+        elif depth:
+            depth -= 1
+            if depth == 0:
+                pos = match.end()
+    if depth == 0:
+        parts.append(wikitext[pos:])
+    return "".join(parts)
+
+
+def strip_file_links(wikitext: str, hidden_prefixes: set[str] | frozenset[str]) -> str:
+    """Remove `[[File:…]]`, `[[Image:…]]`, `[[Category:…]]` (any prefix in ``hidden_prefixes``, lower-case),
+    captions with nested `[[links]]` included; `[[:File:…]]` is a visible link and stays. Brackets are
+    paired in one scan with a stack, so text full of unclosed `[[` stays linear; an unclosed link is text."""
+    opened: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for match in _LINK_BRACKET.finditer(wikitext):
+        if match.group(0) == "[[":
+            opened.append(match.start())
+        elif opened:
+            start = opened.pop()
+            head = wikitext[start + 2 : start + 66].lstrip()
+            if ":" in head and not head.startswith(":"):
+                prefix = head.split(":", 1)[0].replace("_", " ").strip().lower()
+                if prefix in hidden_prefixes:
+                    spans.append((start, match.end()))
+    if not spans:
+        return wikitext
+    parts: list[str] = []
+    pos = 0
+    for start, end in sorted(spans):
+        if start >= pos:  # a span inside one already removed is skipped
+            parts.append(wikitext[pos:start])
+            pos = end
+    parts.append(wikitext[pos:])
+    return "".join(parts)
+
+
+def strip_blocks(wikitext: str) -> str:
+    """Remove `<gallery>…</gallery>` and `<imagemap>…</imagemap>` (one scan; an unclosed one is left
+    to the parser)."""
+    parts: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()  # no close tag follows some position, so none follows any later one
+    while match := _BLOCK_OPEN.search(wikitext, pos):
+        name, token = match.group(1).lower(), match.group(0)
+        parts.append(wikitext[pos : match.start()])
+        pos = match.end()
+        if token.endswith("/>"):
+            continue
+        close = None if name in unclosed else _BLOCK_CLOSE[name].search(wikitext, match.end())
+        if close is None:
+            unclosed.add(name)
+            parts.append(token)
+        else:
+            pos = close.end()
+    parts.append(wikitext[pos:])
+    return "".join(parts)
+
+
+def strip_layout(wikitext: str, hidden_prefixes: set[str] | frozenset[str]) -> str:
+    """Galleries, image maps, tables, file/image/category links and behaviour switches (`__TOC__`,
+    `__NOTOC__`, localized ones alike) removed before parsing (see above)."""
+    text = strip_file_links(strip_tables(strip_blocks(wikitext)), hidden_prefixes)
+    return _SWITCH.sub(lambda m: "" if m.group(1).isupper() else m.group(0), text) if "__" in text else text
 
 
 def _language_of_dbname(dbname: str) -> str | None:
@@ -289,8 +379,12 @@ class WikipediaExtractor(FileExtractor):
         languages: list[str] | tuple[str, ...] = LLAMA_LANGUAGES,
         max_record_bytes: int = safeio.DEFAULT_MAX_RECORD,
         max_expanded_bytes: int = safeio.DEFAULT_MAX_EXPANDED,
+        cited_urls: bool = True,
     ):
         self.languages = {str(lang) for lang in languages}
+        # the extract stage sets `on_cited_urls`: it gets each kept article's normalised external links
+        self.collect_cited_urls = bool(cited_urls)
+        self.on_cited_urls: Callable[[list[str]], None] | None = None
         super().__init__(max_record_bytes, max_expanded_bytes)
 
     def __call__(self, path: pathlib.Path) -> Iterator[Document]:
@@ -313,7 +407,10 @@ class WikipediaExtractor(FileExtractor):
                             return
                         renderer = WikitextRenderer(self._hidden_prefixes(reader.namespaces))
                     seen += 1
-                    yield self._page_to_document(page, language or "unknown", reader.dbname, renderer)
+                    doc = self._page_to_document(page, language or "unknown", reader.dbname, renderer)
+                    if self.on_cited_urls is not None and not doc.metadata.get("reason"):
+                        self.on_cited_urls(cited_urls("".join(page.text_parts)))
+                    yield doc
         except safeio.SafeIOError as exc:
             yield unreadable(path, exc, SOURCE, file=path.name, records_before=seen)
 
@@ -344,7 +441,7 @@ class WikipediaExtractor(FileExtractor):
         if wikitext.lstrip()[:9].lower() == "#redirect":
             return excluded(doc_id, "redirect", **meta)
         try:
-            wikicode = mwparserfromhell.parse(strip_comments_and_refs(wikitext))
+            wikicode = mwparserfromhell.parse(strip_layout(strip_comments_and_refs(wikitext), renderer.hidden_prefixes))
             if is_disambiguation(wikicode):
                 return excluded(doc_id, "disambiguation", **meta)
             text, surrogates = safeio.replace_surrogates(renderer.render(wikicode))

@@ -70,6 +70,22 @@ def section_scaling(data: RunData) -> str:
     return "".join(out)
 
 
+def positives_note(origin: dict) -> str:
+    """Where a classifier's positives came from (``wikiref_train``'s ``summary["positives"]``), in words:
+    how many from Wikipedia's references, and a warning when it fell back to the proxy."""
+    if origin.get("requested") == "proxy":
+        return f"<p>Positives: {num(origin.get('from_proxy'))} documents of the proxy (<code>positives: proxy</code>).</p>"
+    line = (f"<p>Positives: {num(origin.get('from_references'))} pages cited by Wikipedia "
+            f"({num(origin.get('pages_cited'))} of the {num(origin.get('pages_scanned'))} pages of "
+            f"{esc(origin.get('reference_pages', '?'))} carry one of {num(origin.get('reference_urls'))} distinct cited URLs)")
+    if origin.get("used") != "references":
+        line += f"; {num(origin.get('from_proxy'))} documents of the proxy"
+    line += ".</p>"
+    if origin.get("fallback"):
+        line += f'<p class="warn">Fell back to the proxy positives: {esc(origin["fallback"])}.</p>'
+    return line
+
+
 def section_models(data: RunData) -> str:
     models = data.stats.get("models") or {}
     out = ['<h2 id="models">Models</h2>']
@@ -77,6 +93,9 @@ def section_models(data: RunData) -> str:
         out.append("<p>No model stage has run.</p>")
     for name, summary in sorted(models.items()):
         secs = summary.get("seconds") if isinstance(summary, dict) else None
+        origin = summary.get("positives") if isinstance(summary, dict) else None
+        note = positives_note(origin) if isinstance(origin, dict) else ""
+        out.append(f"<h3>{esc(name)}</h3>{note}" if note else "")
         out.append(details(f"{esc(name)} <span class='muted'>{num(secs, 1)} s</span>", pre_json(summary)))
     return "".join(out)
 

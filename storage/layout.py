@@ -7,6 +7,7 @@ written down once, here; every module asks a ``Layout`` instead of joining path 
     <stage>/<source>/                 kept Parquet documents of a document stage
     <stage>/<source>/excluded/        excluded documents, metadata.reason
     <stage>/<source>/.work/           scratch: pass logs and markers, per-task accounting, dedup files
+    <stage>/<source>/cited_urls/      hashes of the URLs the documents cite (extract/wikipedia: NNNNN_PPP.npy)
     tokens/<source>/                  token shards (the tokenize stage's output)
     models/<name>/                    model artefacts (lm, wikiref_train)
     tokenizer/tokenizer.model         the tokenizer (the tokenizer model stage's output)
@@ -35,12 +36,14 @@ TOKENIZER_FILE = "tokenizer.model"
 TOKENIZER_SUMMARY = "tokenizer.json"  # the settings and sampling record of a trained tokenizer
 STATS_FILE = "stats.json"
 PASSES = "passes"  # <stage folder>/.work/passes/<pass>/: datatrove logs and completion markers of each pass
+CITED_URLS = "cited_urls"  # <stage folder>/cited_urls/: 64-bit hashes of cited URLs, per task (ingest/cited_urls.py)
 
 # What a stage writes at the top of its folder (``stage_folder_problem``): document shards, token shards
 # (``NNNNN_PPP.ds`` + ``.ds.index`` + ``.json``), and hidden write-then-rename temporaries of either.
 _SHARD = re.compile(r"\d{5,}\.parquet")
 _TOKEN_SHARD = re.compile(r"\d{5,}_\d{3,}\.(ds|ds\.index|json)")
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")
+_CITED_PART = re.compile(r"\d{5,}_\d{3,}\.npy")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,11 @@ class Layout:
     def work_dir(output_dir: Path) -> Path:
         """Scratch of a stage (or model) folder, inside it: deleting the folder resets the stage."""
         return Path(output_dir) / WORK
+
+    @staticmethod
+    def cited_urls_dir(output_dir: Path) -> Path:
+        """Hashes of the URLs a stage's documents cite (the Wikipedia extract writes them; wikiref_train reads them)."""
+        return Path(output_dir) / CITED_URLS
 
     @staticmethod
     def success_marker(output_dir: Path) -> Path:
@@ -150,9 +158,10 @@ def stage_folder_problem(folder: str | os.PathLike, stages: Iterable[str] = ()) 
 
     A stage folder of ours is a directory that carries a marker, ``_SUCCESS`` (a complete stage) or
     ``.work/passes/`` (a stage that started a pass), and holds nothing else than what a stage writes:
-    ``stats.json``, ``.work/``, ``excluded/`` (holding document shards only), document shards
-    ``NNNNN.parquet``, token shards ``NNNNN_PPP.ds``/``.ds.index``/``.json``, a stage's summary
-    ``<stage>.json`` for a name in ``stages`` (``minhash.json``), and hidden temporaries
+    ``stats.json``, ``.work/``, ``excluded/`` (holding document shards only), ``cited_urls/`` (holding
+    hash files ``NNNNN_PPP.npy`` only), document shards ``NNNNN.parquet``, token shards
+    ``NNNNN_PPP.ds``/``.ds.index``/``.json``, a stage's summary ``<stage>.json`` for a name in
+    ``stages`` (``minhash.json``), and hidden temporaries
     ``.<one of those>.<pid>.tmp``. Only such a folder may be deleted to rerun a stage
     (``pipeline.stages.reset_output``): anything else is somebody's data.
     """
@@ -164,19 +173,20 @@ def stage_folder_problem(folder: str | os.PathLike, stages: Iterable[str] = ()) 
     entries = sorted(folder.iterdir())
     if not entries:
         return None
-    fixed = {SUCCESS, STATS_FILE, WORK, EXCLUDED} | {f"{s}.json" for s in stages}
+    fixed = {SUCCESS, STATS_FILE, WORK, EXCLUDED, CITED_URLS} | {f"{s}.json" for s in stages}
+    folders = {WORK: None, EXCLUDED: _SHARD, CITED_URLS: _CITED_PART}  # folder -> what it may hold (None: anything)
     for entry in entries:
         if not _ours(entry.name, fixed, (_SHARD, _TOKEN_SHARD)):
             return f"holds {entry.name!r}, which no stage writes"
         is_dir = entry.is_dir() and not entry.is_symlink()
-        if entry.name in (WORK, EXCLUDED) and not is_dir:
+        if entry.name in folders and not is_dir:
             return f"{entry.name!r} is not a folder"
-        if entry.name not in (WORK, EXCLUDED) and not (entry.is_file() and not entry.is_symlink()):
+        if entry.name not in folders and not (entry.is_file() and not entry.is_symlink()):
             return f"{entry.name!r} is not a plain file"
-        if entry.name == EXCLUDED:
+        if folders.get(entry.name) is not None:
             for inner in sorted(entry.iterdir()):
-                if not _ours(inner.name, set(), (_SHARD,)) or inner.is_symlink() or not inner.is_file():
-                    return f"holds {EXCLUDED}/{inner.name!r}, which no stage writes"
+                if not _ours(inner.name, set(), (folders[entry.name],)) or inner.is_symlink() or not inner.is_file():
+                    return f"holds {entry.name}/{inner.name!r}, which no stage writes"
     marked = (folder / SUCCESS).is_file() or (folder / WORK / PASSES).is_dir()
     if not marked:
         return f"has neither {SUCCESS} nor {WORK}/{PASSES}/"

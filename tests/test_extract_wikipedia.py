@@ -9,7 +9,10 @@ import pathlib
 import mwparserfromhell
 import pytest
 
+import numpy as np
+
 from ingest import safeio
+from ingest.cited_urls import CitedUrlWriter, cited_url_files, cited_urls, contains, load_range, normalise_url, partitions, url_hash
 from ingest.extract import ExtractStage
 from ingest.wikipedia import (
     DumpReader,
@@ -17,6 +20,7 @@ from ingest.wikipedia import (
     is_disambiguation,
     make_extractor,
     strip_comments_and_refs,
+    strip_layout,
 )
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / "wikipedia"
@@ -180,3 +184,153 @@ def test_strip_comments_and_refs_is_exact_and_linear():
     assert strip_comments_and_refs(text) == "abcd<ref>unclosed e"
     hostile = "<ref>a</ref>" + "<ref>x" * 200_000 + "<ref" * 200_000  # quadratic for a naive regex
     assert strip_comments_and_refs(hostile) == "<ref>x" * 200_000 + "<ref" * 200_000
+
+
+# ---- tables, files, galleries (issue 14: leaks in enwiki/595 and enwiki/677) ------------------------------
+
+def _sample_articles(*page_ids):
+    return {d.id: d.text for d in WikipediaExtractor()(ENWIKI) if d.id in {f"enwiki/{i}" for i in page_ids}}
+
+
+def test_sample_pages_leak_no_table_or_file_markup():
+    texts = _sample_articles(595, 677, 303, 624)
+    assert len(texts) == 4
+    for doc_id, text in texts.items():
+        for markup in ("bgcolor", "[[File:", "thumb|", "{|", "|}", "|-", "[[", "]]", "{{", "colspan", "wikitable"):
+            assert markup not in text, (doc_id, markup)
+    agassi, ambiguity = texts["enwiki/595"], texts["enwiki/677"]
+    # the prose around the singles timeline table (Andre Agassi) stays, the table's cells go
+    assert "which will relocate from its campus inside a church.\n\nCareer statistics\n\nSingles timeline overview\n\nGrand Slam Finals\n" in agassi
+    assert "By winning the 1999 French Open, Agassi completed a men's singles Career Grand Slam." in agassi
+    assert "1992 Wimbledon Championships" not in agassi and "afeeee" not in agassi
+    # the prose around the parse-tree figure (Ambiguity) stays, its caption goes
+    assert "ambiguous in one context and unambiguous in another.\n\nLinguistic forms\n\nThe lexical ambiguity of a word" in ambiguity
+    assert "Structural analysis" not in ambiguity and "Pepe vio" not in ambiguity
+    # Alabama's religion table goes; in Alaska a construct the parser could not close swallowed the Economy section
+    assert "Religious affiliation in Alabama" not in texts["enwiki/303"]
+    assert "\nEconomy\n\nThe 2007 gross state product was $44.9 billion" in texts["enwiki/624"]
+
+
+def test_no_sample_article_leaks_layout_markup():
+    docs = [d for path in (ENWIKI, BGWIKI) for d in WikipediaExtractor()(path) if not d.metadata.get("reason")]
+    assert len(docs) == 99
+    for doc in docs:
+        for markup in ("[[", "]]", "{{", "}}", "{|", "|}", "\n|-", "thumb|", "bgcolor", "__TOC__", "<gallery"):
+            assert markup not in doc.text, (doc.id, markup)
+
+
+def test_strip_layout_tables_files_galleries():
+    hidden = {"file", "image", "category", "datei"}
+    text = (
+        "Intro.\n{| class=wikitable\n|-\n| a || b {| not a table\n|\n :{| nested\n|x\n|}\n|}} after\n"
+        "[[File:A.svg|thumb|Caption with [[link]] and '''bold'' [[Image:B.png|20px]]]] text "
+        "[[:File:C.svg|a visible link]] [[Datei:D.jpg|mini|x]] [[Category:X]]\n"
+        "<gallery mode=packed>\nFile:E.jpg|caption\n</gallery>More. __NOTOC__ __init__ keeps\n"
+        "[[File:unclosed [[ok]] end"
+    )
+    assert strip_layout(text, hidden) == (
+        "Intro.\n} after\n text [[:File:C.svg|a visible link]]  \nMore.  __init__ keeps\n[[File:unclosed [[ok]] end"
+    )
+    assert strip_layout("a\n{| unclosed\n| cell\nrest", hidden) == "a\n"  # runs to the end, as MediaWiki renders it
+    assert strip_layout("x <gallery>unclosed y", hidden) == "x <gallery>unclosed y"
+
+
+def test_strip_layout_is_linear_on_hostile_text():
+    import time
+
+    for hostile in ("[[File:" * 300_000, "]]" * 500_000 + "[[" * 500_000, "\n{|" * 300_000, "<gallery>" * 200_000,
+                    "[[File:x|" * 100_000 + "]]" * 100_000):
+        start = time.perf_counter()
+        strip_layout(hostile, {"file"})
+        assert time.perf_counter() - start < 5, hostile[:20]
+
+
+# ---- cited URLs (issue 14: positives of the Wikipedia-reference classifier) ------------------------------
+
+@pytest.mark.parametrize("url, key", [
+    ("https://www.Example.ORG/a/b/?q=1#frag", "example.org/a/b?q=1"),
+    ("http://example.org:80/a/", "example.org/a"),
+    ("https://example.org:443", "example.org"),
+    ("//example.org/", "example.org"),
+    ("http://user:pw@Example.org:8080/A?", "example.org:8080/A"),
+    ("http://example.org/caf\u00e9 x", "example.org/caf%C3%A9%20x"),
+    ("http://example.org/%7euser/%2f%e2%82%ac", "example.org/~user/%2F%E2%82%AC"),
+    ("http://B\u00fccher.de/x", "xn--bcher-kva.de/x"),
+    ("https://web.archive.org/web/20200101000000/http://www.example.org/a/", "example.org/a"),
+    ("https://web.archive.org/web/2020id_/example.org/b", "example.org/b"),
+    ("https://en.wikipedia.org/wiki/X", None),
+    ("https://commons.wikimedia.org/x", None),
+    ("ftp://example.org/a", None),
+    ("mailto:a@example.org", None),
+    ("http:///nohost", None),
+])
+def test_normalise_url(url, key):
+    assert normalise_url(url) == key
+
+
+def test_cited_urls_in_wikitext():
+    wikitext = (
+        "A.<ref>{{cite web |url=https://example.org/a |title=T |archive-url=https://web.archive.org/web/2020/https://example.org/a}}</ref> "
+        "[http://example.org/b Story], (see http://example.org/c). [//example.org/d x] ''[http://example.org/e]'' "
+        "http://example.org/f''italic'' <ref>http://example.org/g?x=1&amp;y=2</ref>"
+        "<!-- [http://example.org/hidden] --> [https://de.wikipedia.org/wiki/Y] {{URL|http://example.org/h}} "
+        "(http://example.org/i_(j)) mailto:x@example.org"
+    )
+    assert cited_urls(wikitext) == ["example.org/a", "example.org/b", "example.org/c", "example.org/d", "example.org/e",
+                                    "example.org/f", "example.org/g?x=1&y=2", "example.org/h", "example.org/i_(j)"]
+    assert cited_urls("a <!-- http://example.org/never closed") == []
+    assert cited_urls("http://x" * 2000) == []  # one run of URL characters longer than MAX_URL_CHARS
+    assert len(cited_urls(" ".join(f"http://e.org/{i}" for i in range(20_000)))) == 10_000  # MAX_URLS_PER_PAGE
+
+
+def test_cited_urls_is_linear_on_hostile_text():
+    import time
+
+    for hostile in ("<!--" * 300_000, "http://" * 300_000, "[//" * 300_000, "http://a.b " * 300_000 + "<!--"):
+        start = time.perf_counter()
+        cited_urls(hostile)
+        assert time.perf_counter() - start < 5, hostile[:20]
+
+
+def test_cited_url_writer_parts_and_ranges(tmp_path):
+    keys = [f"example.org/{i}" for i in range(1000)]
+    writer = CitedUrlWriter(tmp_path / "cited_urls", rank=3, buffer=300)
+    writer.add(keys[:600])
+    writer.add(keys[400:])  # overlaps: deduplicated when read
+    writer.close()
+    files = cited_url_files(tmp_path)
+    assert [f.name for f in files] == ["00003_000.npy", "00003_001.npy"] and writer.written == 1200
+    for f in files:
+        arr = np.load(f)
+        assert arr.dtype == np.uint64 and (arr[1:] > arr[:-1]).all()
+    everything = load_range(files)
+    assert len(everything) == 1000 and set(everything.tolist()) == {url_hash(k) for k in keys}
+    ranges = [load_range(files, lo, hi) for lo, hi in partitions(7)]
+    assert np.array_equal(np.concatenate(ranges), everything)
+    assert contains(everything, np.array([url_hash("example.org/5"), url_hash("nope")], dtype=np.uint64)).tolist() == [True, False]
+    CitedUrlWriter(tmp_path / "cited_urls", rank=3).close()  # a rerun of task 3 removes what the earlier attempt wrote
+    assert cited_url_files(tmp_path) == []
+
+
+def test_extract_stage_writes_cited_urls_per_task(tmp_path):
+    from pipeline.standalone import run_standalone
+    from storage.layout import stage_folder_problem
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    dump(raw, "dewiki-20220601-pages-articles.xml.bz2", [page("Rhein", ARTICLE, page_id=1)])
+    dump(raw, "enwiki-20220601-pages-articles.xml.bz2", [
+        page("A", "x [http://example.org/en y] z", page_id=1),
+        page("B", "#REDIRECT [[A]] [http://example.org/redirect]", page_id=2, redirect=True),
+    ], lang="en", file_ns="File", cat_ns="Category")
+    out = tmp_path / "extract" / "wikipedia"
+    stats = run_standalone("extract", raw, out, {"languages": ["de", "en"]}, source="wikipedia", workers=2)
+    assert stats["docs_out"] == 2 and stage_folder_problem(out) is None
+    files = cited_url_files(out)
+    assert [f.name for f in files] == ["00000_000.npy", "00001_000.npy"]
+    assert sorted(load_range(files).tolist()) == sorted(url_hash(k) for k in ("example.org/rhein", "example.org/raw", "example.org/en"))
+    (out / "cited_urls" / "notes.txt").write_text("mine")
+    assert "cited_urls/'notes.txt'" in stage_folder_problem(out)  # only hash files belong there
+    off = tmp_path / "off"
+    run_standalone("extract", raw, off, {"cited_urls": False}, source="wikipedia", workers=1)
+    assert cited_url_files(off) == []

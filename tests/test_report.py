@@ -140,3 +140,31 @@ def test_token_shards_are_read_as_the_trainer_reads_them(tmp_path):
     good, broken = data.shards["github"]
     assert (good.documents, good.tokens, good.mean_len, good.max_len, good.problem) == (2, 6, 3.0, 4, None)
     assert broken.problem.startswith("unreadable:") and "index ends at token 3" in broken.problem
+
+
+def test_models_section_says_where_the_wikiref_positives_came_from(tmp_path):
+    """The Wikipedia-reference classifier's positives: how many came from pages Wikipedia cites, and a
+    warning when it fell back to the proxy (the sample)."""
+    from report import build as report
+
+    root = tmp_path / "sample"
+    write_stage(root, "extract", "books", [])
+    fallback = {"requested": "references", "used": "proxy", "from_references": 0, "from_proxy": 120, "pages_cited": 0,
+                "pages_scanned": 65, "reference_urls": 4467, "reference_pages": "commoncrawl after langid",
+                "fallback": "only 0 of 65 pages of commoncrawl after langid are cited by Wikipedia (4,467 distinct cited URLs), "
+                            "fewer than min_reference_positives 1,000: the positives are the proxy (wikipedia after extract, books after extract)"}
+    stats = json.loads((root / "report" / "stats.json").read_text())  # written by write_stage
+    stats["models"] = {"wikiref_train": {"positives": fallback, "seconds": 1.0}, "lm": {"seconds": 2.0}}
+    (root / "report" / "stats.json").write_text(json.dumps(stats))
+    assert report.main([str(root)]) == 0
+    models = section((root / "report" / "index.html").read_text(), "models")
+    assert "Positives: 0 pages cited by Wikipedia (0 of the 65 pages of commoncrawl after langid carry one of 4,467 distinct cited URLs); 120 documents of the proxy." in models
+    assert '<p class="warn">Fell back to the proxy positives: only 0 of 65 pages' in models
+
+    used = {**fallback, "used": "references", "from_references": 5000, "from_proxy": 0, "pages_cited": 81234, "pages_scanned": 10 ** 6}
+    del used["fallback"]
+    stats["models"]["wikiref_train"]["positives"] = used
+    (root / "report" / "stats.json").write_text(json.dumps(stats))
+    assert report.main([str(root)]) == 0
+    models = section((root / "report" / "index.html").read_text(), "models")
+    assert "Positives: 5,000 pages cited by Wikipedia (81,234 of the 1,000,000 pages" in models and "warn" not in models
