@@ -21,6 +21,7 @@ than the sample's tasks themselves). The driver polls every 0.5 s (``executor.po
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -134,7 +135,8 @@ def test_cancelled_array_element_reruns_only_its_tasks(lid_model, slurm_cluster,
     p = run_pipeline(manifest, "--executor", "slurm", env=slurm_cluster.env())
     assert p.returncode == 0, p.stderr[-3000:]
     # the rerun skipped the complete stages and submitted exactly the missing tasks of the cancelled pass
-    submitted = [line.split(" - ", 1)[-1] for line in p.stderr.splitlines() if ": Slurm job " in line]
+    submitted = [re.search(r"[\w*]+/[\w*]+/\w+: Slurm job .*", line).group(0)  # the message, without the log prefix
+                 for line in p.stderr.splitlines() if ": Slurm job " in line]
     assert submitted[0].startswith(f"exactdedup/github/hash: Slurm job ") and f"({len(missing)} of 10 tasks)" in submitted[0], submitted
     assert not any(s.startswith(("extract/", "code_quality/")) for s in submitted)
     assert json.loads((hash_pass / "ranks_to_run.json").read_text()) == missing
