@@ -61,7 +61,9 @@ def arxiv_manifest_items(manifest_url: str, raw: bytes, limit: int | None = None
         if name.startswith("/") or ".." in name.split("/") or "\\" in name or not name.endswith(".tar"):
             raise DownloadError(f"arXiv manifest {manifest_url}: <file> #{n}: unexpected filename {name!r}")
         try:
-            items.append(DownloadItem(root + urllib.parse.quote(name, safe="/~"), md5=f["md5sum"], size=int(f["size"])))
+            # an s3:// URL holds the key as it is (as the AWS tools write it); an http one, percent-encoded
+            key = name if root.startswith("s3://") else urllib.parse.quote(name, safe="/~")
+            items.append(DownloadItem(root + key, md5=f["md5sum"], size=int(f["size"])))
         except ValueError as e:
             raise DownloadError(f"arXiv manifest {manifest_url}: <file> #{n} ({name}): {e}") from None
         if limit and len(items) >= limit:

@@ -87,10 +87,12 @@ class Mirror:
             return url
         parts = urllib.parse.urlsplit(url)
         if scheme == "s3":
-            if not parts.netloc:
-                raise MirrorError(f"{url}: no bucket")
-            # an S3 key is raw text: written into a URL it is percent-encoded
-            components = ["s3", parts.netloc, *urllib.parse.quote(parts.path.lstrip("/"), safe="/~").split("/")]
+            bucket, _, key = url[5:].partition("/")
+            if not bucket or not key:
+                raise MirrorError(f"{url}: expected s3://BUCKET/KEY")
+            # an S3 key is raw text (``?``, ``#`` included): written into a URL it is percent-encoded
+            components = ["s3", bucket, *urllib.parse.quote(key, safe="/~").split("/")]
+            parts = urllib.parse.SplitResult("s3", bucket, "", "", "")
         else:
             if not parts.netloc:
                 raise MirrorError(f"{url}: no host")

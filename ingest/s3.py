@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import urllib.parse
 from pathlib import Path
 
 from ingest.resumable_http import CHUNK_BYTES, PermanentFailure, Progress, TransferState, TransientFailure
@@ -38,12 +37,13 @@ class MissingCredentials(PermanentFailure):
 
 
 def split(url: str) -> tuple[str, str]:
-    """``s3://BUCKET/KEY`` -> ``(BUCKET, KEY)``."""
-    parts = urllib.parse.urlsplit(url)
-    key = parts.path.lstrip("/")
-    if parts.scheme.lower() != "s3" or not parts.netloc or not key:
+    """``s3://BUCKET/KEY`` -> ``(BUCKET, KEY)``; the key is everything after the bucket, as written
+    (``?`` and ``#`` are characters of a key, not a query or a fragment)."""
+    rest = url[5:] if url[:5].lower() == "s3://" else ""
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
         raise ValueError(f"{url!r}: expected s3://BUCKET/KEY")
-    return parts.netloc, key
+    return bucket, key
 
 
 def missing_credentials_message(url: str) -> str:

@@ -62,6 +62,9 @@ def test_mirror_maps_upstream_urls_to_its_layout(tmp_path):
     assert local.locate("https://h.org/a%20b/c.txt") == str(tmp_path / "h.org/a b/c.txt")
     assert local.locate("s3://arxiv/src/arXiv_src_0001_001.tar") == str(tmp_path / "s3/arxiv/src/arXiv_src_0001_001.tar")
     assert Mirror.from_setting(tmp_path.as_uri()).base == str(tmp_path.resolve())
+    assert local.locate("s3://b/k?v=1#x") == str(tmp_path / "s3/b/k?v=1#x")  # a key's ? and # are its own
+    assert http.locate("s3://b/k?v=1#x") == "http://cache.example:8080/mirror/s3/b/k%3Fv%3D1%23x"
+    assert s3.split("s3://b/k?v=1#x") == ("b", "k?v=1#x")
 
     for url in ("https://h/../etc/passwd", "https://h/a/%2e%2e/b", "https://h/a%2Fb", "s3://b/../k"):
         with pytest.raises(MirrorError, match="cannot be mapped"):
