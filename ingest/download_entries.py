@@ -63,6 +63,8 @@ def manifest_items(entries: list[Any], repo_root: Path, lists_dir: Path, *, max_
         elif kind == "arxiv_manifest":
             url = entry["arxiv_manifest"]
             path = _fetch_list(url, "arXiv manifest", repo_root, lists_dir, mirror, retries)
+            if path.stat().st_size > MAX_LIST_BYTES:  # the real one is a few MB
+                raise DownloadError(f"arXiv manifest {url} is larger than {MAX_LIST_BYTES >> 20} MiB")
             plain.extend(arxiv_manifest_items(url, path.read_bytes(), entry.get("max_files")))
         elif kind == "gcs_listing":
             def read(url: str) -> bytes:
