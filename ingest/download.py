@@ -10,6 +10,10 @@ Names derived from URLs or manifests are sanitised and never resolve outside ``d
 Every item ends as exactly one :class:`DownloadResult` (ok, or failed with a one-line ``reason`` of
 the form ``kind: detail``), so the stage accounts for every input (see :func:`summarize`).
 Which items a manifest's entries stand for is worked out in ``ingest.download_entries``.
+An item is named by its upstream URL (http(s)://, s3://, a local path); where its bytes are read is
+that URL, or its copy in a mirror (``ingest.mirror``): the name, the sidecar's ``url`` and everything
+downstream are the same either way. ``s3://`` is read with boto3 (``ingest.s3``: requester pays).
+Listings give an expected ``size`` and ``md5`` (arXiv's manifest, GCS), checked like a ``sha256``.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from typing import Iterable
 
 from tqdm import tqdm
 
+from ingest import s3
+from ingest.mirror import Mirror, MirrorError, scheme_of
 from ingest.resumable_http import (
-    CHUNK_BYTES, DEFAULT_DEADLINE_S, Deadline, PermanentFailure, TransferState, TransientFailure, describe, resume_get,
-    retrying,
+    CHUNK_BYTES, DEFAULT_DEADLINE_S, Deadline, PermanentFailure, TransferState, TransientFailure, describe, fetch_bytes,
+    resume_get, retrying,
 )
 from storage.atomic import atomic_write_json
-from storage.checksum import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ PART_SUFFIX = ".part"
 DONE_SUFFIX = ".done.json"
 DONE_DIR = ".done"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 class DownloadError(RuntimeError):
@@ -50,11 +56,14 @@ class DownloadError(RuntimeError):
 @dataclass
 class DownloadItem:
     """One file to fetch. ``name`` is the destination file name or sub-path inside ``dest_dir``
-    (default: the last component of the URL path)."""
+    (default: the last component of the URL path). ``md5`` and ``size`` are what a listing says the
+    file is (checked like ``sha256``)."""
 
     url: str
     sha256: str | None = None
     name: str | None = None
+    md5: str | None = None
+    size: int | None = None
 
     def __post_init__(self) -> None:
         if self.sha256 is not None:
@@ -62,6 +71,13 @@ class DownloadItem:
             if not _SHA256_RE.match(digest):
                 raise ValueError(f"invalid sha256 {self.sha256!r} for {self.url}: expected 64 hex digits")
             self.sha256 = digest
+        if self.md5 is not None:
+            digest = self.md5.strip().lower()
+            if not _MD5_RE.match(digest):
+                raise ValueError(f"invalid md5 {self.md5!r} for {self.url}: expected 32 hex digits")
+            self.md5 = digest
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0):
+            raise ValueError(f"invalid size {self.size!r} for {self.url}: expected a byte count")
 
 
 @dataclass
@@ -101,8 +117,10 @@ class _Progress:
 
 def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurrency: int = 4,
                  retries: int = 5, backoff: float = 0.5, timeout: float = 60,
-                 deadline: float | None = DEFAULT_DEADLINE_S, progress: bool = True) -> list[DownloadResult]:
-    """Fetch every item into ``dest_dir`` with at most ``max_concurrency`` transfers at once.
+                 deadline: float | None = DEFAULT_DEADLINE_S, progress: bool = True,
+                 mirror: Mirror | None = None) -> list[DownloadResult]:
+    """Fetch every item into ``dest_dir`` with at most ``max_concurrency`` transfers at once, each
+    read from its URL or, with a ``mirror``, from the mirror's copy of it.
 
     ``retries`` is the number of extra attempts after the first for transient failures (so at most
     ``retries + 1`` requests per file); the wait before retry k is ``backoff * 2**(k-1)`` seconds
@@ -140,11 +158,12 @@ def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurren
             todo.append((i, target))
 
     bar = _Progress(progress, len(items))
-    bar.add_total(sum(_local_size(items[i]) for i, _ in todo))  # http sizes join as responses arrive
+    mirror = mirror or Mirror()
+    bar.add_total(sum(_local_size(items[i], mirror) for i, _ in todo))  # remote sizes join as responses arrive
     try:
         with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="download") as pool:
             futures = {i: pool.submit(_download_one, items[i], target, retries, backoff, timeout, deadline, bar,
-                                      _sidecar(dest_dir, target))
+                                      _sidecar(dest_dir, target), mirror)
                        for i, target in todo}
             for i, fut in futures.items():
                 results[i] = fut.result()
@@ -173,21 +192,28 @@ def summarize(results: list[DownloadResult]) -> dict:
 
 
 def _download_one(item: DownloadItem, target: Path, retries: int, backoff: float, timeout: float,
-                  deadline: float | None, bar: _Progress, sidecar: Path) -> DownloadResult:
+                  deadline: float | None, bar: _Progress, sidecar: Path, mirror: Mirror | None = None) -> DownloadResult:
     state = TransferState()
     part = target.with_name(target.name + PART_SUFFIX)
     try:
+        try:
+            where = (mirror or Mirror()).locate(item.url)
+        except MirrorError as e:
+            raise PermanentFailure(f"unsafe_name: {e}") from None
         target.parent.mkdir(parents=True, exist_ok=True)
-        if is_http(item.url):
-            def attempt() -> str:
-                resume_get(item.url, part, state, timeout, bar)
-                return _verify(item, part, state)
-            with Deadline(deadline, item.url) as state.deadline:
-                digest = retrying(attempt, state, retries, backoff, item.url)
+        scheme = scheme_of(where)
+        if scheme in ("http", "https", "s3"):
+            get = s3.resume_get if scheme == "s3" else resume_get
+
+            def attempt() -> dict:
+                get(where, part, state, timeout, bar)
+                return _verify(item, part, state, where)
+            with Deadline(deadline, where) as state.deadline:
+                digests = retrying(attempt, state, retries, backoff, where)
         else:
-            _copy_local(item, part, state, bar)
-            digest = _verify(item, part, state)
-        _commit(item, part, target, digest, sidecar)
+            _copy_local(item, part, state, bar, where)
+            digests = _verify(item, part, state, where)
+        _commit(item, part, target, digests, sidecar, where)
         return DownloadResult(item, target, True, None, state.received, state.resumed, state.attempts)
     except PermanentFailure as e:
         if not str(e).startswith(("network:", "deadline:")):  # keep a part only where a later run can resume it
@@ -205,9 +231,10 @@ def _failed(item: DownloadItem, reason: str, state: TransferState) -> DownloadRe
     return DownloadResult(item, None, False, reason, state.received, state.resumed, state.attempts)
 
 
-def _copy_local(item: DownloadItem, part: Path, state: TransferState, bar: _Progress) -> None:
-    """Stream a local file (plain path or file:// URL) into ``part``; local errors are not retried."""
-    src = local_path(item.url)
+def _copy_local(item: DownloadItem, part: Path, state: TransferState, bar: _Progress, where: str | None = None) -> None:
+    """Stream a local file (plain path or file:// URL; ``where``: a folder mirror's copy) into ``part``;
+    local errors are not retried."""
+    src = local_path(where or item.url)
     state.attempts += 1
     if not src.exists():
         raise PermanentFailure(f"not_found: no such file {src}")
@@ -224,19 +251,35 @@ def _copy_local(item: DownloadItem, part: Path, state: TransferState, bar: _Prog
             bar.update(len(chunk))
 
 
-def _verify(item: DownloadItem, part: Path, state: TransferState) -> str:
-    """sha256 of ``part``, checked against the manifest's. A mismatch deletes the part: corrupt bytes
-    are never passed on. It fails for good, unless the part was resumed (its head may come from an
-    older version of the file), in which case one clean download from byte 0 is worth a retry."""
-    digest = sha256_file(part, CHUNK_BYTES)
-    if item.sha256 and digest != item.sha256:
+def _verify(item: DownloadItem, part: Path, state: TransferState, where: str | None = None) -> dict:
+    """sha256 (and md5 when a listing gave one) of ``part``, checked against the manifest's or the
+    listing's, as is its size. A mismatch deletes the part: corrupt bytes are never passed on. It fails
+    for good, unless the part was resumed (its head may come from an older version of the file), in
+    which case one clean download from byte 0 is worth a retry. The reason names the file, its URL
+    and, when it came from a mirror, the mirror's copy."""
+    size = part.stat().st_size
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False) if item.md5 else None
+    with open(part, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            sha.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+    digests = {"sha256": sha.hexdigest(), **({"md5": md5.hexdigest()} if md5 is not None else {})}
+    problem = None
+    if item.size is not None and size != item.size:
+        problem = f"size mismatch for {_dest_name(item)}: expected {item.size} bytes, got {size}"
+    for kind in ("sha256", "md5"):
+        expected = getattr(item, kind)
+        if problem is None and expected and digests[kind] != expected:
+            problem = f"{kind} mismatch for {_dest_name(item)}: expected {expected}, got {digests[kind]}"
+    if problem:
         part.unlink(missing_ok=True)
-        detail = f"sha256 mismatch for {item.url}: expected {item.sha256}, got {digest}"
+        detail = f"{problem} ({item.url}" + (f", read from {where})" if where and where != item.url else ")")
         if state.resumed:
             state.resumed = False
             raise TransientFailure(detail + " (resumed file; starting over)", kind="checksum")
         raise PermanentFailure(f"checksum: {detail}")
-    return digest
+    return digests
 
 
 def _sidecar(dest_dir: Path, target: Path) -> Path:
@@ -245,21 +288,58 @@ def _sidecar(dest_dir: Path, target: Path) -> Path:
     return dest_dir / DONE_DIR / rel.parent / (rel.name + DONE_SUFFIX)
 
 
-def _commit(item: DownloadItem, part: Path, target: Path, digest: str, sidecar_path: Path) -> None:
-    """Rename the verified ``part`` into place, then record it in the ``.done.json`` sidecar."""
+def _commit(item: DownloadItem, part: Path, target: Path, digests: dict, sidecar_path: Path,
+            where: str | None = None) -> None:
+    """Rename the verified ``part`` into place, then record it in the ``.done.json`` sidecar (the
+    upstream URL; ``via``: the mirror's copy it was read from, if any)."""
     size = part.stat().st_size
     part.replace(target)  # the part is the write-then-rename temporary; its fixed name lets a rerun resume it
-    atomic_write_json(sidecar_path, {"url": item.url, "size": size, "sha256": digest}, sort_keys=False)
+    record = {"url": item.url, "size": size, **digests}
+    if where and where != item.url:
+        record["via"] = where
+    atomic_write_json(sidecar_path, record, sort_keys=False)
 
 
 def _is_complete(item: DownloadItem, target: Path, sidecar_path: Path) -> bool:
-    """True when ``target`` was finished by an earlier run for the same url (and sha256, if given)."""
+    """True when ``target`` was finished by an earlier run for the same url (and sha256, md5 and size,
+    if given), wherever its bytes were read from."""
     try:
         done = json.loads(sidecar_path.read_text(encoding="utf-8"))
         return (done["url"] == item.url and target.is_file() and target.stat().st_size == done["size"]
-                and (item.sha256 is None or item.sha256 == done["sha256"]))
+                and (item.sha256 is None or item.sha256 == done["sha256"])
+                and (item.md5 is None or item.md5 == done.get("md5"))
+                and (item.size is None or item.size == done["size"]))
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def read_small(url: str, max_bytes: int, *, mirror: Mirror | None = None, repo_root: Path | None = None,
+               retries: int = 5, backoff: float = 0.5, timeout: float = 60) -> bytes:
+    """A small remote or local file (a path list, a listing page) in memory, read from ``url`` or its
+    copy in ``mirror``, with the download retry policy. Raises ``PermanentFailure`` (one-line reason:
+    ``not_found: ...``, ``too_large: ...``, ``credentials: ...``) when it cannot be had."""
+    try:
+        where = (mirror or Mirror()).locate(url)
+    except MirrorError as e:
+        raise PermanentFailure(f"unsafe_name: {e}") from None
+    scheme = scheme_of(where)
+    if scheme in ("http", "https"):
+        return fetch_bytes(where, max_bytes, retries=retries, backoff=backoff, timeout=timeout)
+    if scheme == "s3":
+        return retrying(lambda: s3.read_bytes(where, max_bytes, timeout), TransferState(), retries, backoff, where)
+    if scheme not in ("", "file"):
+        raise PermanentFailure(f"unsupported: cannot read {scheme}:// ({url})")
+    path = local_path(where, repo_root)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise PermanentFailure(f"not_found: no such file {path}") from None
+    except OSError as e:
+        raise PermanentFailure(f"unreadable: {path}: {describe(e)}") from None
+    if len(data) > max_bytes:
+        raise PermanentFailure(f"too_large: {path} is more than {max_bytes >> 20} MiB")
+    return data
 
 
 def is_http(url: str) -> bool:
@@ -277,12 +357,17 @@ def local_path(url: str, repo_root: Path | None = None) -> Path:
     return path
 
 
-def _local_size(item: DownloadItem) -> int:
-    """Size of a local source (0 for http items or unreadable paths: those report their own errors)."""
-    if is_http(item.url):
+def _local_size(item: DownloadItem, mirror: Mirror) -> int:
+    """Size of a local source or mirror copy (0 for remote ones or unreadable paths: those report
+    their own errors)."""
+    try:
+        where = mirror.locate(item.url)
+    except MirrorError:
+        return 0
+    if scheme_of(where) not in ("", "file"):
         return 0
     try:
-        return local_path(item.url).stat().st_size
+        return local_path(where).stat().st_size
     except OSError:
         return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from loguru import logger
@@ -16,12 +17,19 @@ from loguru import logger
 def _cmd_run(args) -> int:
     from pipeline.executors import make_executor, setup_console_logging
     from pipeline.manifest import load
-    from pipeline.runner import Runner, check_selection
+    from pipeline.registry import stage_class
+    from pipeline.runner import Runner, check_download_caps, check_selection
 
     manifest = load(args.manifest, profile=args.profile)
     sources = [s for s in args.sources.split(",") if s] if args.sources else None
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
     check_selection(manifest, sources, stages)
+    mirror = args.mirror if args.mirror is not None else os.environ.get("LLAMIX_MIRROR")
+    if mirror and mirror.strip():  # checked now: a typo is one line, not a failed download later
+        manifest.mirror = stage_class("download").check_mirror(mirror)
+    if args.max_files is not None:
+        manifest.cap_downloads(args.max_files)
+    check_download_caps(manifest, sources)
     setup_console_logging()  # loading the stages imported datatrove, which set up its own console logging
     # on a cluster out_dir is often another filesystem: say where this run writes, every time
     logger.info(f"output root: {manifest.out_root.resolve()}")
@@ -71,6 +79,16 @@ def _delegate(module: str):
     return run
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description="Build LLaMA-style pre-training corpora.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -83,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "slurm", "ray"], default=None)
     r.add_argument("--workers", default=None, help="local/ray: parallel processes (default: cores)")
     r.add_argument("--dry-run", action="store_true", help="slurm: write the sbatch scripts, submit nothing")
+    r.add_argument("--mirror", default=None, metavar="BASE",
+                   help="read every remote input from a mirror keeping the upstream layout (https://HOST/PATH as "
+                        "BASE/HOST/PATH, s3://BUCKET/KEY as BASE/s3/BUCKET/KEY): an http(s):// URL or a local folder "
+                        "(default: $LLAMIX_MIRROR)")
+    r.add_argument("--max-files", type=_positive_int, default=None, metavar="N",
+                   help="at most N files of each input entry (path list, template, URL list, listing): a trial run")
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("stage", help="run one stage on a folder of Parquet documents")

@@ -75,10 +75,20 @@ class Manifest:
     models: dict[str, dict[str, Any]]
     sources: dict[str, SourceSpec]
     raw: dict[str, Any]
+    # where remote inputs are read from (``run --mirror`` / ``LLAMIX_MIRROR``; not in the YAML: a mirror
+    # changes where bytes come from, never what is built)
+    mirror: str | None = None
 
     @property
     def out_root(self) -> Path:
         return self.out_dir / self.profile
+
+    def cap_downloads(self, max_files: int) -> None:
+        """``run --max-files N``: every source's download keeps the first N files of each input entry
+        (a trial run of a profile; recorded in the stage's params like any parameter)."""
+        for spec in self.sources.values():
+            if "download" in spec.stage_names():
+                spec.stage("download").params["max_files"] = int(max_files)
 
     def model_params(self, name: str) -> dict[str, Any]:
         return self.models.get(name, {})

@@ -48,6 +48,30 @@ def check_selection(manifest: Manifest, sources: Iterable[str] | None, stages: I
             raise SelectionError(f"--stages: no selected source has stage(s) {', '.join(sorted(missing))}")
 
 
+def check_download_caps(manifest: Manifest, sources: Iterable[str] | None) -> None:
+    """A build made with ``--max-files N`` (a trial) is never taken for a bigger one: its download stages
+    are complete, so a run asking for more files would skip them and everything after. Refused in one
+    line (``SelectionError``) when a complete download of a selected source kept fewer files per entry
+    than this run asks for."""
+    layout = Layout(manifest.out_root)
+    for source in sources or manifest.sources:
+        spec = manifest.sources[source]
+        if "download" not in spec.stage_names():
+            continue
+        out = layout.stage_dir("download", source)
+        if not is_complete(out):
+            continue
+        try:
+            done = json.loads(Layout.success_marker(out).read_text()).get("params", {}).get("max_files") or 0
+        except (OSError, ValueError, AttributeError):
+            continue
+        want = spec.stage("download").params.get("max_files") or 0
+        if done and (not want or want > done):
+            asked = f"--max-files {want}" if want else "every file"
+            raise SelectionError(f"{out} holds a trial download (--max-files {done}) and this run asks for {asked}: "
+                                 f"delete {manifest.out_root} (or set out_dir elsewhere) to build it, or rerun with --max-files {done}")
+
+
 class Runner:
     def __init__(
         self,
