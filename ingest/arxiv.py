@@ -21,7 +21,8 @@ from ingest.archive_members import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_B
 from ingest.archives import archive_format, archive_stem, iter_archive, iter_tar_stream
 from ingest.latex_cleaning import PaperExcluded, clean_paper
 from ingest.records import construct, excluded, kept, unreadable
-from ingest.safeio import SafeIOError, TooLarge, decode_utf8, open_path, open_stream, read_capped
+from ingest.safeio import SafeIOError, TooLarge, open_path, open_stream, read_capped
+from ingest.text_decoding import decode_utf8
 
 SOURCE = "arxiv"
 TEX_SUFFIXES = (".tex", ".ltx")

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from datatrove.data import Document
 
-from ingest import safeio
+from ingest import safeio, text_decoding
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "books"
@@ -88,11 +88,11 @@ def decode_book(data: bytes) -> tuple[str, int]:
     """UTF-16/32 when a byte-order mark (or the NUL pattern of BOM-less UTF-16) says so, else
     UTF-8 (errors replaced and counted), unless that fails and the PG header declares another
     charset ("Character set encoding: ISO-8859-1", common in older eBooks)."""
-    sniffed = safeio.sniff_unicode(data[:4096])
+    sniffed = text_decoding.sniff_unicode(data[:4096])
     if sniffed is not None:
         encoding, bom = sniffed
-        return safeio.decode_unicode(memoryview(data)[bom:], encoding)
-    text, errors = safeio.decode_utf8(data)
+        return text_decoding.decode_unicode(memoryview(data)[bom:], encoding)
+    text, errors = text_decoding.decode_utf8(data)
     if errors:
         declared = _CHARSET.search(data[:_HEADER_SCAN_CHARS])
         if declared:
@@ -128,7 +128,7 @@ class BooksExtractor(FileExtractor):
         meta["file"] = path.name
         if utf8_errors:
             meta["utf8_errors"] = utf8_errors
-        sniffed = safeio.sniff_unicode(data[:4096])
+        sniffed = text_decoding.sniff_unicode(data[:4096])
         if sniffed is not None:
             meta["encoding"] = sniffed[0]
         body = body.strip()

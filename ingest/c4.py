@@ -16,7 +16,7 @@ from typing import Iterator
 
 from datatrove.data import Document
 
-from ingest import safeio
+from ingest import safeio, text_decoding
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 
 SOURCE = "c4"
@@ -57,7 +57,7 @@ class C4Extractor(FileExtractor):
     def _line_to_document(doc_id: str, line: safeio.Line) -> Document:
         if line.too_large:
             return excluded(doc_id, "too_large", size=line.size)
-        raw, utf8_errors = safeio.decode_utf8(line.data)
+        raw, utf8_errors = text_decoding.decode_utf8(line.data)
         meta = {"utf8_errors": utf8_errors} if utf8_errors else {}
         try:
             record = json.loads(raw)
@@ -67,7 +67,7 @@ class C4Extractor(FileExtractor):
             return excluded(doc_id, "bad_json", **meta)
         meta["url"] = record.get("url") if isinstance(record.get("url"), str) else None
         meta["timestamp"] = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
-        text, surrogates = safeio.replace_surrogates(record["text"].strip())
+        text, surrogates = text_decoding.replace_surrogates(record["text"].strip())
         if surrogates:
             meta["utf8_errors"] = meta.get("utf8_errors", 0) + surrogates
         if not text:

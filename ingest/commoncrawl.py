@@ -27,7 +27,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
-from ingest import safeio
+from ingest import safeio, text_decoding
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 from ingest.warc_framing import Framed, frame
 
@@ -63,7 +63,7 @@ def decode_html(body: bytes, declared_charset: str | None) -> tuple[str, str, in
     if charset is None:
         charset = codecs.lookup(detect_encoding(body, from_html_meta=True) or "utf-8").name
     if charset == "utf-8":
-        text, errors = safeio.decode_utf8(body)
+        text, errors = text_decoding.decode_utf8(body)
         return text, charset, errors
     return bytes_to_str(body, charset, errors="replace"), charset, 0
 
@@ -171,7 +171,7 @@ class CommonCrawlExtractor(FileExtractor):
         body, reason = self._read_body(record)
         if reason:
             return excluded(doc_id, reason, **meta)
-        text, utf8_errors = safeio.decode_utf8(body)
+        text, utf8_errors = text_decoding.decode_utf8(body)
         return self._finish(doc_id, text, utf8_errors, meta)
 
     @staticmethod

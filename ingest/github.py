@@ -30,9 +30,8 @@ from datatrove.data import Document
 from ingest.archive_members import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_BYTES, ArchiveLimits, MemberError
 from ingest.archives import archive_format, archive_stem, iter_archive
 from ingest.records import construct, excluded, kept, unreadable
-from ingest.safeio import (
-    SafeIOError, Unreadable, decode_utf8, iter_lines, open_path, read_capped, replace_surrogates,
-)
+from ingest.safeio import SafeIOError, Unreadable, iter_lines, open_path, read_capped
+from ingest.text_decoding import decode_utf8, replace_surrogates
 
 SOURCE = "github"
 

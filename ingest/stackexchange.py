@@ -43,9 +43,8 @@ from resiliparse.extract.html2text import extract_plain_text
 from ingest.archive_members import ArchiveLimits, MemberError
 from ingest.archives import archive_format, archive_stem, iter_archive
 from ingest.records import construct, excluded, kept, unreadable
-from ingest.safeio import (
-    DEFAULT_MAX_RECORD, SafeIOError, TooLarge, TranscodeToUtf8, decode_utf8, iter_lines, open_path, sniff_unicode,
-)
+from ingest.safeio import DEFAULT_MAX_RECORD, SafeIOError, TooLarge, iter_lines, open_path
+from ingest.text_decoding import TranscodeToUtf8, decode_utf8, sniff_unicode
 from ingest.xmlfeed import ExpatFeeder, refusing_parser
 
 SOURCE = "stackexchange"

@@ -31,7 +31,7 @@ import mwparserfromhell
 from datatrove.data import Document
 from mwparserfromhell.nodes import ExternalLink, Heading, HTMLEntity, Node, Tag, Text, Wikilink
 
-from ingest import safeio
+from ingest import safeio, text_decoding
 from ingest.cited_urls import cited_urls
 from ingest.records import FileExtractor, construct, excluded, kept, unreadable
 from ingest.xmlfeed import ExpatFeeder
@@ -444,7 +444,7 @@ class WikipediaExtractor(FileExtractor):
             wikicode = mwparserfromhell.parse(strip_layout(strip_comments_and_refs(wikitext), renderer.hidden_prefixes))
             if is_disambiguation(wikicode):
                 return excluded(doc_id, "disambiguation", **meta)
-            text, surrogates = safeio.replace_surrogates(renderer.render(wikicode))
+            text, surrogates = text_decoding.replace_surrogates(renderer.render(wikicode))
         except (mwparserfromhell.parser.ParserError, RecursionError) as exc:  # this page only
             return excluded(doc_id, "parse_error", error=str(exc)[:200], **meta)
         if surrogates:

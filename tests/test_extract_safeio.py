@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ingest import safeio
+from ingest import safeio, text_decoding
 
 PAYLOAD = os.urandom(40_000).hex().encode() + b"\nsecond line\n"
 
@@ -126,10 +126,10 @@ def test_read_capped():
 
 def test_decode_utf8_counts_like_replace():
     bad = "héllo".encode() + b"\xff\xfe" + "wörld".encode() + b"\xe2\x82" + b"!"
-    text, errors = safeio.decode_utf8(bad)
+    text, errors = text_decoding.decode_utf8(bad)
     assert text == bad.decode("utf-8", errors="replace")
     assert errors == text.count("\ufffd") == 3
-    assert safeio.decode_utf8("ok \ufffd".encode()) == ("ok \ufffd", 0)
+    assert text_decoding.decode_utf8("ok \ufffd".encode()) == ("ok \ufffd", 0)
 
 
 def test_open_path_missing_file_is_unreadable(tmp_path):

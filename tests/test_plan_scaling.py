@@ -11,12 +11,11 @@ Tolerances, and why they differ by source:
 """
 
 import json
-import math
 
 import numpy as np
 import pytest
 
-from scaling.plan import beyond_compute_optimal, cheapest_pick_at_loss, compute_optimal_pick, make_plan
+from scaling.plan import beyond_compute_optimal, cheapest_pick_at_loss, make_plan
 from scaling.laws import (CHINCHILLA_MODEL, GOPHER_MODEL, HOFFMANN_TABLE3, PRESETS, ChinchillaLaw, KaplanLaw,
                            compute_for_params, compute_optimal_numeric, extrapolate, fit_law, load_law)
 

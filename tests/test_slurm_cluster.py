@@ -137,7 +137,7 @@ def test_cancelled_array_element_reruns_only_its_tasks(lid_model, slurm_cluster,
     # the rerun skipped the complete stages and submitted exactly the missing tasks of the cancelled pass
     submitted = [re.search(r"[\w*]+/[\w*]+/\w+: Slurm job .*", line).group(0)  # the message, without the log prefix
                  for line in p.stderr.splitlines() if ": Slurm job " in line]
-    assert submitted[0].startswith(f"exactdedup/github/hash: Slurm job ") and f"({len(missing)} of 10 tasks)" in submitted[0], submitted
+    assert submitted[0].startswith("exactdedup/github/hash: Slurm job ") and f"({len(missing)} of 10 tasks)" in submitted[0], submitted
     assert not any(s.startswith(("extract/", "code_quality/")) for s in submitted)
     assert json.loads((hash_pass / "ranks_to_run.json").read_text()) == missing
     assert sorted(int(f.name) for f in (hash_pass / "completions").iterdir()) == list(range(10))
