@@ -257,29 +257,42 @@ def resume_get(url: str, part: Path, state: TransferState, timeout: float, bar: 
         length = resp.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
         bar.add_total(expected or 0)
-        got = 0
-        with open(part, "ab" if offset else "wb") as f:
-            while True:
-                try:
-                    chunk = resp.read1(CHUNK_BYTES)  # returns what has arrived: a stall keeps it
-                except (OSError, http.client.HTTPException) as e:
-                    bar.add_total(got - (expected or got))
-                    raise TransientFailure(f"connection lost after byte {offset + got}: {describe(e)}") from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                got += len(chunk)
-                state.received += len(chunk)
-                bar.update(len(chunk))
-                if state.deadline is not None and state.deadline.passed():
-                    bar.add_total(got - (expected or got))
-                    state.deadline.check()
-        if state.deadline is not None and state.deadline.passed():  # its watchdog may have cut the body short
-            bar.add_total(got - (expected or got))
-            state.deadline.check()
-        if expected is not None and got < expected:
-            bar.add_total(got - expected)
-            raise TransientFailure(f"connection closed after byte {offset + got} of {offset + expected}")
+        append_body(resp.read1, part, offset, expected, state, bar, lost=(OSError, http.client.HTTPException))
+
+
+def append_body(read_chunk, part: Path, offset: int, expected: int | None, state: TransferState, bar: Progress,
+                lost: type[BaseException] | tuple[type[BaseException], ...]) -> None:
+    """Stream a response body into ``part`` (appended when resuming from ``offset``), for HTTP and S3
+    alike: counts bytes into ``state`` and the progress bar, honours the transfer's deadline, and raises
+    ``TransientFailure`` when the connection drops (``read_chunk`` raises one of ``lost``) or the body ends
+    before ``expected`` bytes. ``read_chunk(n)`` returns what has arrived: a stall keeps the part."""
+    got = 0
+
+    def give_back() -> None:  # the bar counted bytes that will not come
+        bar.add_total(got - (expected or got))
+
+    with open(part, "ab" if offset else "wb") as f:
+        while True:
+            try:
+                chunk = read_chunk(CHUNK_BYTES)
+            except lost as e:
+                give_back()
+                raise TransientFailure(f"connection lost after byte {offset + got}: {describe(e)}") from None
+            if not chunk:
+                break
+            f.write(chunk)
+            got += len(chunk)
+            state.received += len(chunk)
+            bar.update(len(chunk))
+            if state.deadline is not None and state.deadline.passed():
+                give_back()
+                state.deadline.check()
+    if state.deadline is not None and state.deadline.passed():  # its watchdog may have cut the body short
+        give_back()
+        state.deadline.check()
+    if expected is not None and got < expected:
+        give_back()
+        raise TransientFailure(f"connection closed after byte {offset + got} of {offset + expected}")
 
 
 def content_range(value: str | None) -> tuple[int | None, int | None, int | None]:

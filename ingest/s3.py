@@ -20,7 +20,7 @@ import os
 import threading
 from pathlib import Path
 
-from ingest.resumable_http import CHUNK_BYTES, PermanentFailure, Progress, TransferState, TransientFailure
+from ingest.resumable_http import PermanentFailure, Progress, TransferState, TransientFailure, append_body
 
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 DEFAULT_REGION = "us-east-1"
@@ -151,25 +151,10 @@ def resume_get(url: str, part: Path, state: TransferState, timeout: float, bar: 
     expected = resp.get("ContentLength")
     bar.add_total(int(expected or 0))
     body = resp["Body"]
-    got = 0
-    try:
-        with open(part, "ab" if offset else "wb") as f:
-            while True:
-                try:
-                    chunk = body.read(CHUNK_BYTES)
-                except Exception as e:  # urllib3 / botocore streaming errors: a dropped connection
-                    bar.add_total(got - int(expected or got))
-                    raise TransientFailure(f"connection lost after byte {offset + got}: {type(e).__name__}: {e}") from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                got += len(chunk)
-                state.received += len(chunk)
-                bar.update(len(chunk))
+    try:  # botocore/urllib3 streaming errors (any exception while reading) are a dropped connection
+        append_body(body.read, part, offset, int(expected) if expected is not None else None, state, bar, lost=Exception)
     finally:
         body.close()
-    if expected is not None and got < int(expected):
-        raise TransientFailure(f"connection closed after byte {offset + got} of {offset + int(expected)}")
 
 
 def read_bytes(url: str, max_bytes: int, timeout: float = 60) -> bytes:
