@@ -303,8 +303,6 @@ def kill_drill(work: Path, sources: list[str], params: dict, kills_per_stage: in
 def train_drill(work: Path, tokens_root: Path, manifest: Path, rng: random.Random, steps: int = 12, log=print) -> dict[str, Any]:
     """A short training run killed once after its first checkpoint and resumed, against an unkilled one.
     ``tokens_root`` is the built output tree (``out/<profile>``) whose shards and tokenizer it trains on."""
-    if not (REPO_ROOT / "train" / "__main__.py").exists():
-        return {"skipped": "train/ has no __main__.py yet"}
     tree = Layout(tokens_root)
     common = [
         "--config", str(REPO_ROOT / "train/configs/tiny.yaml"),
@@ -318,8 +316,8 @@ def train_drill(work: Path, tokens_root: Path, manifest: Path, rng: random.Rando
         return [sys.executable, "-m", "train", *common, "--set", f"out_dir={run_dir}", *(["--resume"] if resume else [])]
 
     clean = run_pipeline(cmd(work / "train-clean", False), timeout=900)
-    if clean.returncode != 0:
-        return {"skipped": "the unkilled training run failed: " + " | ".join(line for _, line in clean.lines[-3:])}
+    if clean.returncode != 0:  # a trainer that cannot train is the drill's finding, not a reason to skip it
+        return {"ok": False, "kills": 0, "error": "the unkilled training run failed: " + " | ".join(line for _, line in clean.lines[-3:])}
     kills = 0
     run_dir = work / "train-killed"
     for attempt in range(3):
@@ -442,7 +440,7 @@ def _print_summary(r: dict[str, Any]) -> None:
          f"stages hit: {', '.join(p['stages_hit'])}; {p['token_shards']} token shards identical"
          + (f"; {len(p['temporary_files_left'])} stale temp file(s) left" if p["temporary_files_left"] else "") if p["ok"] else "; ".join((p["differences"] + p["corrupt_parquet"])[:3])),
         ("kill -9 during training", t.get("kills", 0), "skipped" if "skipped" in t else ("survived" if t["ok"] else "FAILED"),
-         t.get("skipped") or f"{t['steps']} steps, loss curve {'identical' if t['identical_loss_curve'] else 'differs'}"),
+         t.get("skipped") or t.get("error") or f"{t['steps']} steps, loss curve {'identical' if t['identical_loss_curve'] else 'differs'}"),
         ("full disk (tmpfs)", d.get("faults", 0), "skipped" if "skipped" in d else ("survived" if d["ok"] else "FAILED"),
          d.get("skipped") or "; ".join(f"{x['size_kb']}KB rc={x['returncode']}" for x in d["runs"])),
     ]

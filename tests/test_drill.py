@@ -36,3 +36,20 @@ def test_short_drill_survives_kills_and_a_full_disk(tmp_path):
             if run["returncode"] != 0:
                 assert run["last_line"].startswith("failed:") and "No space left on device" in run["last_line"]
         assert disk["faults"] >= 1
+
+
+def test_a_training_run_that_fails_is_reported_as_failed_not_skipped(tmp_path, capsys):
+    """An empty output tree (no token shards, no tokenizer): the trainer exits with an error, and the
+    drill's training part is a failure of the drill (ok False, FAILED in the summary, exit status 1)."""
+    import random
+
+    from ops.drill import _print_summary, train_drill
+
+    result = train_drill(tmp_path / "work", tmp_path / "out" / "sample", tmp_path / "none.yaml", random.Random(0), steps=6, log=lambda *_: None)
+    assert "skipped" not in result and result["ok"] is False and "training run failed" in result["error"]
+    report = {"ok": False, "pipeline": {"kills": [], "ok": True, "stages_hit": [], "token_shards": 0, "temporary_files_left": [],
+                                        "differences": [], "corrupt_parquet": []},
+              "train": result, "full_disk": {"skipped": "--no-disk"}}
+    _print_summary(report)
+    out = capsys.readouterr().out
+    assert "kill -9 during training" in out and "FAILED" in out.split("kill -9 during training", 1)[1].splitlines()[0]
