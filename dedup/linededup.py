@@ -44,9 +44,9 @@ from pipeline.stages import Stage, StageIO
 from storage.atomic import atomic_write_json
 
 # Working set per record or line (bytes), measured with tracemalloc by bench/linededup_memory.py:
-FIRST_BYTES_PER_RECORD = 32  # first: slice hashes 8 + sort order 8 + sorted copy 8 + mask/positions
-HASH_BYTES_PER_LINE = 64     # hash: 2 x 8 collected + order 8 + 2 sorted copies 16 + run/drops 16
-MAIN_BYTES_PER_LINE = 40     # main: per dropped line, the drop rows read, concatenated, sorted
+FIRST_BYTES_PER_RECORD = 32  # first: slice hashes 8 + sort order 8 + sorted copy 8 + mask (measured 28-32)
+HASH_BYTES_PER_LINE = 44     # hash: 2 x 8 collected + order 8 + 2 sorted copies 16 (measured 42)
+MAIN_BYTES_PER_LINE = 42     # main: per dropped line (rows read, concatenated, sorted; measured 41): every line may go
 AVG_LINE_BYTES = 120         # CommonCrawl paragraphs: line records for a byte count (planning only)
 LOW32 = np.uint64(0xFFFFFFFF)
 

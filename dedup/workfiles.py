@@ -134,14 +134,18 @@ def range_slice(sorted_h: np.ndarray, part: int, parts: int) -> tuple[int, int]:
 def later_in_runs(hashes: np.ndarray) -> np.ndarray:
     """Positions (ascending) of the records that are not the first of their hash, for ``hashes`` =
     runs of distinct hashes concatenated in input order: a stable sort keeps the earliest run first.
-    Working set: about 25 bytes per record (the hashes, the order, one sorted copy, a mask)."""
+    Working set: about 25 bytes per record (the hashes, the order, one sorted copy, a mask) + 16 per repeat."""
     if len(hashes) < 2:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(hashes, kind="stable")
     srt = hashes[order]
-    later = np.flatnonzero(srt[1:] == srt[:-1]) + 1
+    later = np.flatnonzero(srt[1:] == srt[:-1])
     del srt
-    return np.sort(order[later])
+    later += 1
+    later = order[later]
+    del order
+    later.sort()
+    return later
 
 
 def rows_of_rank(path: str | Path, rank: int) -> np.ndarray:
