@@ -100,3 +100,58 @@ def gather_rank(root: Path, parts: int, rank: int) -> np.ndarray:
             raise FileNotFoundError(f"dedup work file {path} is missing (an earlier pass did not finish)")
         chunks.append(load(path))
     return np.concatenate(chunks)
+
+
+# ---- sorted runs: partitions chosen after the data was written -----------------------------------
+# A scan task that writes its records sorted by hash lets the next pass cut any number of equal
+# hash ranges out of it (a contiguous slice each), so the partition count can be derived from the
+# counted records instead of being fixed before anything was read.
+
+
+def partitions_for(records: float, bytes_per_record: float, budget_bytes: float, minimum: int = 1,
+                   headroom: float = 0.8) -> int:
+    """Equal hash ranges needed so that one range of ``records`` fits ``headroom`` x ``budget_bytes``
+    (the rest is slack for ranges that come out larger than the mean); at least ``minimum``."""
+    need = records * bytes_per_record / (headroom * budget_bytes)
+    return max(int(minimum), int(np.ceil(need)) if need > 0 else 1)
+
+
+def hash_range(part: int, parts: int) -> tuple[int, int | None]:
+    """[lo, hi) of uint64 hash range ``part`` of ``parts`` equal ranges (hi None: up to 2^64)."""
+    lo = (part << 64) // parts
+    return lo, None if part == parts - 1 else ((part + 1) << 64) // parts
+
+
+def range_slice(sorted_h: np.ndarray, part: int, parts: int) -> tuple[int, int]:
+    """Index bounds of hash range ``part`` in a sorted uint64 array (a memory map is fine: only
+    log(n) of its pages are touched)."""
+    lo, hi = hash_range(part, parts)
+    start = int(np.searchsorted(sorted_h, np.uint64(lo), side="left"))
+    end = len(sorted_h) if hi is None else int(np.searchsorted(sorted_h, np.uint64(hi), side="left"))
+    return start, end
+
+
+def later_in_runs(hashes: np.ndarray) -> np.ndarray:
+    """Positions (ascending) of the records that are not the first of their hash, for ``hashes`` =
+    runs of distinct hashes concatenated in input order: a stable sort keeps the earliest run first.
+    Working set: about 25 bytes per record (the hashes, the order, one sorted copy, a mask) + 16 per repeat."""
+    if len(hashes) < 2:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(hashes, kind="stable")
+    srt = hashes[order]
+    later = np.flatnonzero(srt[1:] == srt[:-1])
+    del srt
+    later += 1
+    later = order[later]
+    del order
+    later.sort()
+    return later
+
+
+def rows_of_rank(path: str | Path, rank: int) -> np.ndarray:
+    """Columns ``1:`` of a (k, n) work file whose row 0 is the ascending rank, for one ``rank``."""
+    arr = load(path, mmap=True)
+    lo, hi = np.searchsorted(arr[0], np.array([rank, rank + 1], dtype=arr.dtype))  # same dtype: no copy of the row
+    out = np.array(arr[1:, lo:hi])
+    del arr
+    return out
