@@ -138,20 +138,11 @@ def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurren
     dest_dir.mkdir(parents=True, exist_ok=True)
 
     results: list[DownloadResult | None] = [None] * len(items)
-    targets: dict[Path, int] = {}
     todo: list[tuple[int, Path]] = []
-    for i, item in enumerate(items):
-        try:
-            target = _safe_target(dest_dir, _dest_name(item))
-        except PermanentFailure as e:
-            results[i] = _failed(item, str(e), TransferState())
+    for i, (item, (target, refused)) in enumerate(zip(items, place_items(items, dest_dir))):
+        if refused:
+            results[i] = failed_result(item, refused)
             continue
-        if target in targets:
-            first = items[targets[target]].url
-            results[i] = _failed(item, f"duplicate_name: {target.relative_to(dest_dir)} is also the "
-                                       f"destination of {first}", TransferState())
-            continue
-        targets[target] = i
         if _is_complete(item, target, _sidecar(dest_dir, target)):
             results[i] = DownloadResult(item, target, True, None, 0, False, 0)
         else:
@@ -170,6 +161,32 @@ def download_all(items: Iterable[DownloadItem], dest_dir: Path, *, max_concurren
     finally:
         bar.close()
     return results  # type: ignore[return-value]
+
+
+def place_items(items: list[DownloadItem], dest_dir: Path) -> list[tuple[Path | None, str | None]]:
+    """Per item, its destination in ``dest_dir``, or why it has none (an unsafe name, or a destination an
+    earlier item already has). Run over the whole list before it is shared out to tasks, so that two
+    tasks never write the same file."""
+    dest_dir = Path(dest_dir)
+    placed: list[tuple[Path | None, str | None]] = []
+    owner: dict[Path, str] = {}
+    for item in items:
+        try:
+            target = _safe_target(dest_dir, dest_name(item))
+        except PermanentFailure as e:
+            placed.append((None, str(e)))
+            continue
+        if target in owner:
+            placed.append((None, f"duplicate_name: {target.relative_to(dest_dir)} is also the destination of {owner[target]}"))
+            continue
+        owner[target] = item.url
+        placed.append((target, None))
+    return placed
+
+
+def failed_result(item: DownloadItem, reason: str) -> DownloadResult:
+    """The result of an item refused before any transfer (``place_items``)."""
+    return _failed(item, reason, TransferState())
 
 
 def summarize(results: list[DownloadResult]) -> dict:
@@ -267,11 +284,11 @@ def _verify(item: DownloadItem, part: Path, state: TransferState, where: str | N
     digests = {"sha256": sha.hexdigest(), **({"md5": md5.hexdigest()} if md5 is not None else {})}
     problem = None
     if item.size is not None and size != item.size:
-        problem = f"size mismatch for {_dest_name(item)}: expected {item.size} bytes, got {size}"
+        problem = f"size mismatch for {dest_name(item)}: expected {item.size} bytes, got {size}"
     for kind in ("sha256", "md5"):
         expected = getattr(item, kind)
         if problem is None and expected and digests[kind] != expected:
-            problem = f"{kind} mismatch for {_dest_name(item)}: expected {expected}, got {digests[kind]}"
+            problem = f"{kind} mismatch for {dest_name(item)}: expected {expected}, got {digests[kind]}"
     if problem:
         part.unlink(missing_ok=True)
         detail = f"{problem} ({item.url}" + (f", read from {where})" if where and where != item.url else ")")
@@ -372,7 +389,7 @@ def _local_size(item: DownloadItem, mirror: Mirror) -> int:
         return 0
 
 
-def _dest_name(item: DownloadItem) -> str:
+def dest_name(item: DownloadItem) -> str:
     """The manifest's name, else the URL's last path component (percent-decoded, separators replaced)."""
     if item.name is not None:
         return item.name

@@ -4,6 +4,10 @@ Works like make: asking for a stage builds what it depends on (the previous stag
 any model it requires, which in turn needs other sources' stages) and skips anything already complete
 (a ``_SUCCESS`` file written last, after the stage's accounting balanced). A stage killed half-way has
 no ``_SUCCESS``; rerunning it resumes its unfinished tasks only.
+
+The driver (this process) only plans and waits: every byte of work is a pass on the chosen executor,
+downloads included (``ingest.download_stage``), and a model's training is the one task of its ``build``
+pass (``pipeline.stages.build_model``), under ``resources.stages.<model>``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from loguru import logger
 from pipeline import accounting
 from pipeline.manifest import Manifest
 from pipeline.registry import MODEL_STAGES, STAGES, stage_class
-from pipeline.stages import ModelStage, Stage, StageIO, is_complete, mark_complete
+from pipeline.stages import ModelStage, Stage, StageIO, build_model, is_complete, mark_complete
 from storage.atomic import atomic_write_json
 from storage.layout import STATS_FILE, Layout
 
@@ -147,7 +151,7 @@ class Runner:
             io = self._io(name, "*", stage.params, None, out)
             start = time.monotonic()
             logger.info(f"model {name}: building from {', '.join(f'{s}' for s in inputs) or 'nothing'}")
-            summary = stage.build(io, inputs) or {}
+            summary = build_model(stage, io, inputs)
             summary["seconds"] = round(time.monotonic() - start, 3)
             stats = accounting.load_stats(self.stats_path)
             stats.setdefault("models", {})[name] = summary

@@ -12,9 +12,11 @@ only its unfinished tasks.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -25,6 +27,9 @@ from pipeline import params as P
 from pipeline.documents import ParquetShardReader, ParquetShardWriter, list_shards
 from storage.atomic import atomic_write_json
 from storage.layout import PASSES, Layout, stage_folder_problem
+
+BUILD_PASS = "build"  # the one-task pass of a model build: "<model>/*/build", under resources.stages.<model>
+BUILD_SUMMARY = "build_summary.json"  # in the model's work dir: what the build task returned
 
 
 @dataclass
@@ -164,6 +169,46 @@ class ModelStage(Stage):
         """Build the artefact into io.output_dir; ``inputs`` maps source -> its input stage folder(s).
         Return a small JSON-able summary (sizes, accuracy, ...) recorded in stats.json."""
         raise NotImplementedError
+
+
+class ModelBuildStep(PipelineStep):
+    """The heavy single-process part of a model build (training), run as the one task of the pass
+    ``build`` on the executor, so that the driver only plans and waits. Writes the build's summary (and
+    the pid and host that built it) to ``BUILD_SUMMARY`` in the model's work dir for the driver to read.
+    Pickled for Slurm and Ray: it holds the stage (its params), the paths and the manifest; the StageIO
+    it hands the build has no executor, since a build runs no passes of its own."""
+
+    name = "🏗️ llamix model build"
+    type = "🏗️ - BUILD"
+
+    def __init__(self, stage: ModelStage, io: StageIO, inputs: dict[str, list[Path]]):
+        super().__init__()
+        self.stage = stage
+        self.io = replace(io, executor=_no_nested_passes)
+        self.inputs = inputs
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        summary = dict(self.stage.build(self.io, self.inputs) or {})
+        summary["built_by"] = {"pid": os.getpid(), "host": os.uname().nodename}
+        atomic_write_json(self.io.work_dir / BUILD_SUMMARY, summary)
+        return
+        yield
+
+
+def _no_nested_passes(*args, **kwargs) -> None:
+    raise RuntimeError("a model build runs inside an executor task: it cannot run passes of its own "
+                       "(run them in the driver before the build, see pipeline.stages.build_model)")
+
+
+def build_model(stage: ModelStage, io: StageIO, inputs: dict[str, list[Path]]) -> dict[str, Any]:
+    """Run ``stage.build`` as the one-task pass ``build`` on ``io``'s executor and return its summary.
+    A rerun after the task finished (the driver killed before it marked the model complete) reads the
+    summary the task left instead of training again."""
+    io.run_pass(BUILD_PASS, [ModelBuildStep(stage, io, inputs)], tasks=1)
+    path = io.work_dir / BUILD_SUMMARY
+    if not path.is_file():
+        raise RuntimeError(f"model {io.stage}: the build task finished without writing {path}")
+    return json.loads(path.read_text())
 
 
 def is_complete(output_dir: Path) -> bool:

@@ -122,7 +122,7 @@ def _set(source, stage, **values):
         (_set("commoncrawl", "perplexity", tail=101), "perplexity.tail: expected a percentile in [0, 100], got 101"),
         (_set("commoncrawl", "extract", extractor="lynx"),
          "sources.commoncrawl.stages[1].extract.extractor: expected one of resiliparse, trafilatura, got 'lynx'"),
-        (_set("c4", "extract", languages=["en"]), "sources.c4.stages[1].extract.languages: unknown parameter (known: tasks, max_record_bytes"),
+        (_set("c4", "extract", languages=["en"]), "sources.c4.stages[1].extract.languages: unknown parameter (known: tasks, task_mb, max_record_bytes"),
         (_set("wikipedia", "extract", languages="en", tasks=0), "sources.wikipedia.stages[1].extract.tasks: expected an integer >= 1, got 0"),
         (_set("github", "code_quality", max_line_length=-1), "code_quality.max_line_length: expected a number >= 0, got -1"),
         (_set("github", "exactdedup", prefix_bits=True), "sources.github.stages[3].exactdedup.prefix_bits: expected an integer in [0, 12], got True"),

@@ -146,15 +146,16 @@ def test_slurm_dry_run_scripts_and_running_them_as_slurm_would(tmp_path, monkeyp
     stats = json.loads((root / "exactdedup" / "github" / "_SUCCESS").read_text())
     assert stats["docs_in"] == json.loads((root / "code_quality" / "github" / "_SUCCESS").read_text())["docs_out"]
 
-    # real mode: the driver builds the tokenizer, submits the tokenize array to (a stand-in for) sbatch and
-    # waits on the completion markers while the job runs in the background
+    # real mode: the driver submits the tokenizer's build job, then the tokenize array, to (a stand-in for)
+    # sbatch and waits on the completion markers while each job runs in the background
     monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM_STATE", str(tmp_path / "slurm-state"))
     m = load(manifest)
     Runner(m, make_executor("slurm", resources=m.resources, dry_run=False, out_root=m.out_root, poll_s=0.2)).run()
-    submitted = sorted((tmp_path / "slurm-state").glob("*.sh"))
-    assert len(submitted) == 1 and "#SBATCH --job-name=llamix-tokenize-github-main" in submitted[0].read_text()
-    assert "#SBATCH --cpus-per-task=1" in submitted[0].read_text()  # tokenize has no override in RESOURCES
+    submitted = sorted((tmp_path / "slurm-state").glob("*.sh"), key=lambda p: int(p.stem))
+    assert len(submitted) == 2 and "#SBATCH --job-name=llamix-tokenizer-build" in submitted[0].read_text()
+    assert "#SBATCH --job-name=llamix-tokenize-github-main" in submitted[1].read_text()
+    assert "#SBATCH --cpus-per-task=1" in submitted[1].read_text()  # tokenize has no override in RESOURCES
 
     reference = drill_manifest(tmp_path / "ref.yaml", tmp_path / "ref", ["github"], params)
     _pipeline(reference)

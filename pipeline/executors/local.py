@@ -65,10 +65,13 @@ class LocalExecutor:
         self.workers = resolve_workers(workers)
 
     def __call__(self, pipeline: list, tasks: int, logging_dir: Path, name: str = "") -> None:
+        workers = min(self.workers, tasks)
+        if workers == 1 and self.workers > 1:  # datatrove runs one worker in this process: a one-task pass
+            workers = 2  # (a model build) still runs in a child, so the driver only plans and waits
         executor = LocalPipelineExecutor(
             pipeline=pipeline,
             tasks=tasks,
-            workers=min(self.workers, tasks),
+            workers=workers,
             logging_dir=str(logging_dir),
             skip_completed=True,
             start_method="fork" if sys.platform.startswith("linux") else "spawn",

@@ -191,7 +191,7 @@ class SlurmExecutor:
         return max(1, min(wanted, self._cluster_max_array))
 
     def make(self, pipeline: list, tasks: int, logging_dir: Path, name: str):
-        stage, source, _pass = split_name(name)
+        stage, source, _ = split_name(name)
         res = stage_resources(self.resources, stage)
         cpus, mem = int(res["cpus_per_task"]), float(res["mem_per_cpu_gb"])
         sbatch_args = dict(res.get("sbatch_args") or {})
@@ -209,7 +209,7 @@ class SlurmExecutor:
             tasks_per_job=int(res.get("tasks_per_job", 1)),
             sbatch_args=sbatch_args,
             srun_args={"cpus-per-task": cpus},
-            job_name=f"llamix-{stage}-{source}-{_pass}",
+            job_name="-".join(["llamix", *pass_label(name)]),
             job_id_retriever=job_id_from_sbatch,
             logging_dir=str(logging_dir),
             env_command=env_command(),
@@ -228,14 +228,14 @@ class SlurmExecutor:
 
     # ---- dry run ------------------------------------------------------------------------------
     def _write(self, executor, name: str) -> None:
-        stage, source, _pass = split_name(name)
         first = len(self.recorder.launches)
         with _sbatch_replaced_by(self.recorder):
             executor.launch_job()  # datatrove pickles the executor and builds the script; sbatch is recorded
         launches = self.recorder.launches[first:]
         if not launches:  # every task already complete: nothing to submit
             return
-        path = self.slurm_dir / stage / source / f"{_pass}.sbatch"
+        *folders, last = pass_label(name)
+        path = self.slurm_dir.joinpath(*folders) / f"{last}.sbatch"
         atomic_write_text(path, launches[0]["contents"])
         self.scripts.append({"name": name, "script": str(path), "tasks": executor.tasks, "jobs": launches})
 
@@ -292,6 +292,12 @@ class SlurmExecutor:
             gone = 0 if queued else gone + 1
             if gone >= 2:  # left the queue (a second look: markers on a shared filesystem may show late)
                 return
+
+
+def pass_label(name: str) -> list[str]:
+    """``stage/source/pass`` as job name and script path parts; a model's build (source ``*``, all
+    sources) is ``[model, build]``."""
+    return [p for p in split_name(name) if p != "*"]
 
 
 def _cancel(job_ids: list[str]) -> None:

@@ -5,8 +5,11 @@ like the runner: every pass of a stage whose input is complete (and whose models
 submittable script (datatrove's own launch script plus the pickled executor and ``ranks_to_run.json``,
 written by datatrove's ``launch_job`` with ``sbatch`` replaced by a recorder); stages further down are
 listed with *estimated* task counts (the ``tasks`` param when set, else the task count of the stage
-before: document stages write one shard per task). ``submit.sh`` submits the exact scripts in order with
-each source's ``--dependency=afterok`` chain.
+before: document stages write one shard per task). Downloads are executor tasks like any pass: the dry
+run expands a download's entries into its item list (planning) and writes the script of its tasks, and
+the extract after it is estimated from that list. A model whose inputs are complete gets the script of
+its one-task ``build`` job (``resources.stages.<model>``). ``submit.sh`` submits the exact scripts in
+order with each source's ``--dependency=afterok`` chain.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Any
 
 from pipeline.executors.resources import stage_resources
 from pipeline.executors.slurm import SlurmExecutor
-from pipeline.registry import stage_class
+from pipeline.registry import MODEL_STAGES, stage_class
 from pipeline.runner import Runner
-from pipeline.stages import is_complete
+from pipeline.stages import build_model, is_complete
 from storage.atomic import atomic_write_json
 
 
@@ -54,11 +57,6 @@ class SlurmDryRun(Runner):
                 params = spec.stage(stage).params
                 missing = [m for m in cls.requires_models if not is_complete(self.layout.model_dir(m))]
                 prev = spec.previous(stage)
-                if blocked is None and stage == "download":
-                    blocked = f"download/{source} runs on the submitting node"
-                    self.plan.append({**entry, "status": "driver", "tasks": 1, "note": "downloads run in the driver, not as a job array"})
-                    tasks = 1
-                    continue
                 if blocked is None and missing:
                     blocked = f"model(s) {', '.join(missing)} not built yet (the driver builds them between passes)"
                 if blocked is None:
@@ -81,12 +79,34 @@ class SlurmDryRun(Runner):
                 tasks = cls.estimate_tasks(params, input_dir, spec.inputs, self.manifest.path.parent, tasks)
                 self.plan.append({**entry, "status": "estimated", "tasks": tasks, "note": blocked})
         models = sorted({m for s in self.sources for n in self._targets(s) for m in stage_class(n).requires_models})
+        if self.stages:
+            models = sorted(set(models) | (self.stages & MODEL_STAGES))
         for m in models:
-            self.plan.append({"stage": m, "source": "*", "status": "complete" if is_complete(self.layout.model_dir(m)) else "driver",
-                              "resources": stage_resources(self.manifest.resources, m), "note": "model: built by the driver process"})
+            self.plan.append(self._model_entry(m))
         submit = self.executor.write_submit_script()
         atomic_write_json(self.executor.slurm_dir / "plan.json", {"submit": str(submit), "entries": self.plan})
         self._print(submit)
+
+    def _model_entry(self, name: str) -> dict[str, Any]:
+        """A model's build job: its script when every input is complete, else estimated (one task)."""
+        entry: dict[str, Any] = {"stage": name, "source": "*", "resources": stage_resources(self.manifest.resources, name), "tasks": 1}
+        out = self.layout.model_dir(name)
+        if is_complete(out):
+            return {**entry, "status": "complete"}
+        stage = stage_class(name)(self.manifest.model_params(name))
+        wanted = [(s, after) for s, after in stage.requires(self.manifest) if s in self.manifest.sources]
+        pending = [f"{after}/{s}" for s, after in wanted if not is_complete(self.output_dir(s, after))]
+        if pending:
+            return {**entry, "status": "estimated", "note": f"a one-task build job once {', '.join(pending[:3])} are complete"}
+        inputs: dict[str, list[Path]] = {}
+        for s, after in wanted:
+            inputs.setdefault(s, []).append(self.output_dir(s, after))
+        before = len(self.executor.scripts)
+        try:
+            build_model(stage, self._io(name, "*", stage.params, None, out), inputs)
+        except RuntimeError:  # nothing ran, so the build left no summary: expected
+            pass
+        return {**entry, "status": "scripts", "scripts": [x["script"] for x in self.executor.scripts[before:]]}
 
     def _print(self, submit: Path) -> None:
         print(f"{'stage':<14}{'source':<15}{'status':<11}{'tasks':>6}  {'partition':<10}{'time':<10}{'cpus':>5}{'mem/cpu':>8}  scripts")
