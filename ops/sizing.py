@@ -419,30 +419,43 @@ def _source_of(spec: Any) -> str:
     return spec.get("source", "commoncrawl") if isinstance(spec, dict) else "commoncrawl"
 
 
-def model_rows(manifest, throughputs: dict, models: dict[str, float]) -> list[Row]:
-    """A row per model build the profile needs: its input, artefact size, peak memory and core-hours."""
+def _built_count(name: str, built: dict) -> float | None:
+    """Documents (lines, examples) a finished build's model stage read, from its stats summary."""
+    if name == "lm" and built.get("languages"):
+        return float(sum(v.get("documents", 0) for v in built["languages"].values()))
+    if name == "wikiref_train" and built.get("examples"):
+        return float(sum(built["examples"].values()))
+    if name == "tokenizer" and built.get("sentences"):
+        return float(built["sentences"])
+    return None
+
+
+def model_rows(manifest, throughputs: dict, models: dict[str, float], built: dict | None = None) -> list[Row]:
+    """A row per model build the profile needs: its input, artefact size, peak memory and core-hours
+    (``built``: a finished build's ``stats["models"]``, whose counts replace the parameters' caps)."""
     stages = {s for spec in manifest.sources.values() for s in spec.stage_names()}
     needed = [m for m, user in (("lm", "perplexity"), ("wikiref_train", "wikiref"), ("tokenizer", "tokenize")) if user in stages]
     rows = []
     for name in needed:
         p, limit = manifest.model_params(name), allocation(manifest, name)
+        count = _built_count(name, (built or {}).get(name) or {})
         if name == "lm":
             langs = len(p.get("languages") or ["en"])
-            docs = int(p.get("max_docs", 200_000)) * langs
+            docs = count if count is not None else int(p.get("max_docs", 200_000)) * langs
             nbytes = docs * DOC_BYTES.get(p.get("source", "wikipedia"), 3000)
             lines = min(2_000_000, nbytes / langs / AVG_LINE_BYTES)  # filters/kenlm_model.py: SentencePiece samples 2M lines
             phases = {"sentencepiece": lines * AVG_LINE_BYTES * SPM_TRAIN_BYTES_PER_TEXT_BYTE,
                       "lmplz": lmplz_bytes(p.get("lmplz_memory", "20%"), limit),
                       "build_binary": models["lm"] / langs}  # the probing tables of one language, built in memory
         elif name == "wikiref_train":
-            cap = int(p.get("max_examples", 300_000))
+            cap = int(p.get("max_examples", 300_000)) if count is None else count / 2
             docs = 2 * cap
             pages, negative = _source_of(p.get("reference_pages")), _source_of(p.get("negative"))
             nbytes = cap * (DOC_BYTES.get(pages, 4000) + DOC_BYTES.get(negative, 4000))
             # documents, their page chunks and the labelled example lines are all held as str at once
             phases = {"examples": 3 * (nbytes + docs * PY_STR_OVERHEAD), "fasttext": 2 * models["wikiref_train"]}
         else:
-            docs = int(p.get("max_sentences", 1_000_000))
+            docs = count if count is not None else int(p.get("max_sentences", 1_000_000))
             nbytes = docs * AVG_LINE_BYTES
             held = nbytes + docs * PY_STR_OVERHEAD  # tokenizer/stages.py: the sampled lines, a Python list
             phases = {"sentences + trainer": held + nbytes * SPM_TRAIN_BYTES_PER_TEXT_BYTE}
@@ -485,7 +498,8 @@ def replan(manifest, stats: dict, throughputs: dict) -> list[Row]:
                                  throughputs=throughputs, models=models, tasks=tasks or None, set_by="stats.json")
             shards = row.passes.get("main", shards)
             rows.append(row)
-    return rows + [r for r in model_rows(manifest, throughputs, models) if r.stage in (stats.get("models") or {})]
+    built = stats.get("models") or {}
+    return rows + [r for r in model_rows(manifest, throughputs, models, built) if r.stage in built]
 
 
 # ---- output -------------------------------------------------------------------------------------------

@@ -166,7 +166,7 @@ def test_replan_takes_counts_from_a_builds_stats(tmp_path):
         "extract": {"github": {"docs_in": 2e6, "bytes_in": 4e9, "bytes_out": 9e9, "files": 40, "tasks": 40}},
         "code_quality": {"github": {"docs_in": 1.9e6, "bytes_in": 9e9, "tasks": 40}},
         "perplexity": {"commoncrawl": {"docs_in": 1e5, "bytes_in": 4e8, "tasks": 5}},
-    }, "models": {"lm": {"languages": {"en": {"model_bytes": 3e9}}}}}
+    }, "models": {"lm": {"languages": {"en": {"model_bytes": 3e9, "documents": 98}}}}}
     rows = {(r.source, r.stage): r for r in P.replan(m, stats, P.parse_throughputs(RESULTS))}
     assert set(rows) == {("github", "download"), ("github", "extract"), ("github", "code_quality"), ("commoncrawl", "perplexity"), ("*", "lm")}
     cq = rows[("github", "code_quality")]
@@ -175,6 +175,7 @@ def test_replan_takes_counts_from_a_builds_stats(tmp_path):
     ppl = rows[("commoncrawl", "perplexity")]
     assert ppl.passes == {"score": 5, "main": 5} and ppl.loads >= 3e9  # the built KenLM model, not the estimate
     assert ppl.core_hours is None
+    assert rows[("*", "lm")].docs_in == 98 and rows[("*", "lm")].disk == pytest.approx(3e9 + 65536 * P.SP_BYTES_PER_PIECE)
     path = tmp_path / "stats.json"
     path.write_text(__import__("json").dumps(stats))
     p = subprocess.run([sys.executable, "-m", "pipeline", "plan", "--manifest", str(m.path), "--profile", "sample", "--stats", str(path), "--json"],
