@@ -175,7 +175,7 @@ def test_replan_takes_counts_from_a_builds_stats(tmp_path):
     ppl = rows[("commoncrawl", "perplexity")]
     assert ppl.passes == {"score": 5, "main": 5} and ppl.loads >= 3e9  # the built KenLM model, not the estimate
     assert ppl.core_hours is None
-    assert rows[("*", "lm")].docs_in == 98 and rows[("*", "lm")].disk == pytest.approx(3e9 + 65536 * P.SP_BYTES_PER_PIECE)
+    assert rows[("*", "lm")].docs_in == 98 and rows[("*", "lm")].disk == pytest.approx(3e9 + m.model_params("lm")["sp_vocab_size"] * P.SP_BYTES_PER_PIECE)
     path = tmp_path / "stats.json"
     path.write_text(__import__("json").dumps(stats))
     p = subprocess.run([sys.executable, "-m", "pipeline", "plan", "--manifest", str(m.path), "--profile", "sample", "--stats", str(path), "--json"],
