@@ -60,7 +60,7 @@ def known_params(stage: str) -> set[str]:
     return set(getattr(stage_class(stage), "PARAMS", {}) or {})
 
 
-def write_manifest(root: Path, profiles: dict[str, dict]) -> Path:
+def write_manifest(root: Path, profiles: dict[str, dict], sources=MODEL_SOURCES) -> Path:
     """A copy of the project manifest with only the sources the bench needs, ``out_dir`` = ``root/out``,
     and ``profiles`` ({name: {"inputs": {source: [...]}, "params": {...}}})."""
     raw = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
@@ -69,8 +69,8 @@ def write_manifest(root: Path, profiles: dict[str, dict]) -> Path:
     raw["default_profile"] = next(iter(profiles))
     raw["profiles"] = {name: {"description": f"bench/scale.py {name}", "params": {**sample_params, **p.get("params", {})}}
                        for name, p in profiles.items()}
-    sources = {}
-    for name in MODEL_SOURCES:
+    wanted, sources = sources, {}
+    for name in wanted:
         spec = raw["sources"][name]
         spec["inputs"] = {prof: p["inputs"].get(name) or [str(SAMPLE / name / "*")] for prof, p in profiles.items()}
         sources[name] = spec
