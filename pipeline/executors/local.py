@@ -10,6 +10,7 @@ from typing import Any
 from datatrove.executor.local import LocalPipelineExecutor
 
 from pipeline.executors.logs import setup_console_logging
+from pipeline.executors.usage import TaskUsage, usage_path
 
 
 def cpu_count() -> int:
@@ -58,6 +59,17 @@ class TaskProgress:
         self.bar.close()
 
 
+class MeasuredLocalPipelineExecutor(LocalPipelineExecutor):
+    """datatrove's local executor, each task measured (``pipeline/executors/usage.py``): peak RSS, CPU
+    and wall time into ``<logging_dir>/usage/<rank>.json``, so benches and the plan see per-task cost."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        if self.is_rank_completed(rank):  # a resumed pass keeps the usage its first run recorded
+            return super()._run_for_rank(rank, local_rank, node_rank)
+        with TaskUsage(usage_path(Path(self.logging_dir.path), rank)):
+            return super()._run_for_rank(rank, local_rank, node_rank)
+
+
 class LocalExecutor:
     """datatrove's LocalPipelineExecutor: tasks = input shards, workers = cores."""
 
@@ -68,7 +80,7 @@ class LocalExecutor:
         workers = min(self.workers, tasks)
         if workers == 1 and self.workers > 1:  # datatrove runs one worker in this process: a one-task pass
             workers = 2  # (a model build) still runs in a child, so the driver only plans and waits
-        executor = LocalPipelineExecutor(
+        executor = MeasuredLocalPipelineExecutor(
             pipeline=pipeline,
             tasks=tasks,
             workers=workers,
