@@ -48,8 +48,8 @@ def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
-def make_inputs(folder: Path, wet_docs: int, target_mb: float, target_docs: int, workers: int) -> None:
-    write_wet_corpus(folder / "commoncrawl", wet_docs, max(1, min(2500, wet_docs // 8)), 0, workers)
+def make_inputs(folder: Path, wet_docs: int, docs_per_file: int, target_mb: float, target_docs: int, workers: int) -> None:
+    write_wet_corpus(folder / "commoncrawl", wet_docs, max(1, min(docs_per_file, wet_docs // 2)), 0, workers)
     for source in SOURCES[1:]:
         write_source_inputs(folder, source, target_mb, target_docs)
 
@@ -87,9 +87,24 @@ def measure(manifest) -> dict:
                                     "mb": nbytes / 1e6, "peak_task_rss_bytes": use["peak_task_rss_bytes"]}
     for model in MODELS:
         use = stage_usage(layout.model_dir(model))
-        out[(model, "*")] = {"units": 0, "unit": "", "cpu_seconds": use["cpu_seconds"], "tasks": use["tasks"], "mb": 0,
+        out[(model, "*")] = {"units": model_units(model, stats.get("models", {}).get(model) or {}), "unit": "docs/s",
+                             "cpu_seconds": use["cpu_seconds"], "tasks": use["tasks"], "mb": 0,
                              "peak_task_rss_bytes": use["peak_task_rss_bytes"]}
     return out
+
+
+def model_units(model: str, summary: dict) -> float:
+    """What a model build's cost is counted in, as ``ops.sizing.model_rows`` counts it: the documents the
+    KenLM models were trained on, the labelled examples of the classifier, the tokenizer's sentences."""
+    if model == "lm":
+        return float(sum(v.get("documents", 0) for v in (summary.get("languages") or {}).values()))
+    if model == "wikiref_train":
+        return float(sum((summary.get("examples") or {}).values()))
+    return float(summary.get("sentences") or 0)
+
+
+# stages whose cost is per byte and the same for every source: the CommonCrawl run gives the `*` line
+PER_BYTE_ANY = ("tokenize",)
 
 
 def startup_share(small: dict, large: dict) -> float | None:
@@ -104,19 +119,20 @@ def startup_share(small: dict, large: dict) -> float | None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="steady-state per-core throughput of every stage (see the module docstring)")
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "throughput"))
-    ap.add_argument("--wet-docs", type=int, default=20000, help="generated CommonCrawl pages (full size)")
+    ap.add_argument("--wet-docs", type=int, default=100000, help="generated CommonCrawl pages (full size)")
+    ap.add_argument("--docs-per-file", type=int, default=5000, help="CommonCrawl pages per WET file (bench/scale.py's shard size)")
     ap.add_argument("--target-mb", type=float, default=20)
     ap.add_argument("--target-docs", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny inputs")
     args = ap.parse_args(argv)
     if args.quick:
-        args.wet_docs, args.target_mb, args.target_docs = 1000, 1, 200
+        args.wet_docs, args.target_mb, args.target_docs, args.docs_per_file = 1000, 1, 200, 125
     root = Path(args.out).resolve()
     sizes = {"small": (max(8, args.wet_docs // 10), args.target_mb / 10, max(1, args.target_docs // 10)),
              "large": (args.wet_docs, args.target_mb, args.target_docs)}
     for name, (wet, mb, docs) in sizes.items():
-        make_inputs(root / "inputs" / name, wet, mb, docs, args.workers)
+        make_inputs(root / "inputs" / name, wet, args.docs_per_file, mb, docs, args.workers)
     server, port = serve(root / "inputs")
     try:
         manifest_path = write_manifest(root, {name: {"inputs": profile_inputs(root / "inputs" / name, port)} for name in sizes},
@@ -137,10 +153,18 @@ def main(argv=None) -> int:
         value = big["units"] / big["cpu_seconds"] if big["cpu_seconds"] > 0 and big["units"] else None
         rows.append({"stage": stage, "source": source, "per_core": value, "unit": big["unit"], "startup_share": share,
                      **{k: big[k] for k in ("units", "mb", "cpu_seconds", "tasks", "peak_task_rss_bytes")}})
+        big_enough = big["mb"] >= args.target_mb or big["units"] >= args.target_docs or stage in MODELS
+        if value and not big_enough:  # e.g. copies of the sample's files removed by dedup: no figure at all
+            lines.append(f"# not measured: {stage} {source}: only {big['units']:,.0f} docs, {big['mb']:.1f} MB reached it "
+                         f"(< {args.target_docs:,} docs and < {args.target_mb:g} MB)")
+            continue
         if value:
             what = f"{big['mb']:.1f} MB" if big["unit"] == "MB/s" else f"{big['units']:,.0f} docs, {big['mb']:.1f} MB"
             # only a run where start-up is < 5% is "steady" (the plan prefers those lines)
             steady = "steady" if share is not None and share < 0.05 else "start-up dominated"
+            if stage in PER_BYTE_ANY and source == "commoncrawl" and big["mb"]:
+                lines.append(f"throughput: {stage} * {big['mb'] / big['cpu_seconds']:.2f} MB/s {steady} (from {source}: "
+                             f"{big['mb']:.1f} MB, {big['tasks']} tasks, start-up {share * 100 if share is not None else float('nan'):.1f}%, {where})")
             lines.append(f"throughput: {stage} {source} {value:.1f} {big['unit']} {steady} ({what}, {big['tasks']} tasks, "
                          f"start-up {share * 100 if share is not None else float('nan'):.1f}%, {where})")
     atomic_write_json(root / "throughput.json", {"machine": where, "workers": args.workers, "wall_seconds": walls, "rows": rows})
