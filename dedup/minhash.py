@@ -265,7 +265,7 @@ class MinhashStage(Stage):
         "ngram": Int(1, 64, default=5),  # words per shingle
         "seed": Int(0, 2**63 - 1, default=1),  # permutation seed
         "verify_threshold": Fraction(0.7),  # signature agreement needed to accept a candidate pair
-        "memory_gb": Number(0.001, 1024, default=2.0),  # budget of one task of the verify/star/members/clusters passes
+        "memory_gb": Number(1e-6, 1024, default=2.0),  # budget of one task of the verify/star/members/clusters passes
         "partitions": Int(0, SLOTS, default=0),  # tasks of those passes: 0 = derived from counted records and memory_gb
     }
 
