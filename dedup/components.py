@@ -35,8 +35,8 @@ from dedup.routing import SLOTS, RoutedWriter, manifest, plan_bounds, read_route
 MEMBER = np.dtype([("key", "<u8"), ("root", "<u8"), ("size", "<i8")])
 # bytes per routed (node, neighbour) record a star task holds at its peak: the records read, their sort
 # order and sorted copy, masks, the outgoing records (one edge -> two records) and the writer's sort
-BYTES_PER_STAR_RECORD = 160
-BYTES_PER_MEMBER_RECORD = 120  # members pass: star records in, MEMBER records (24 B) out, sorted
+BYTES_PER_STAR_RECORD = 112  # (measured ~90 on bench/minhash_components.py)
+BYTES_PER_MEMBER_RECORD = 120  # (measured ~106) members pass: star records in, MEMBER records (24 B) out, sorted
 
 
 def undirected(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ PLANNED_DUPLICATE_SHARE = 0.2  # documents in a near-duplicate cluster (ops/sizi
 PLANNED_ROUNDS = 3  # large/small-star rounds: LSH edges are stars from a bucket's first document, so
 #                     components are shallow (1-2 rounds on the tests' corpora; a sorted path of n: ~log2 n)
 ROUTED_BYTES_PER_RECORD = 56  # a RoutedWriter run: 16-byte record + destination + sort order + sorted copy
-SHARD_ID_BYTES = 64  # one shard's id column held by a clusters task (Python strings)
+SHARD_ID_BYTES = 16  # one shard's id column held by a clusters task (Arrow: ~12 bytes of text + offset)
 MARKER_BYTES_PER_DOC = 256  # main: a shard's CLUSTER_RECORDs and its {index: (id, size)} dict, worst case
 
 
@@ -167,7 +167,8 @@ class EdgeVerifier(PipelineStep):
 
 
 CLUSTER_RECORD = np.dtype([("index", "<i8"), ("size", "<i8"), ("producer", "<i8"), ("offset", "<i8"), ("length", "<i8")])
-BYTES_PER_MEMBER = 96  # clusters task: MEMBER records (24 B), sorted, and the CLUSTER_RECORDs (40 B) routed out
+BYTES_PER_MEMBER = 200  # clusters task: MEMBER records (24 B) read, their roots sorted, key halves, the
+#                         CLUSTER_RECORDs (40 B) and the writer's order and sorted copy
 
 
 def ids_path(work_dir, task: int) -> Path:
@@ -191,23 +192,25 @@ class ClusterBuilder(PipelineStep):
         work = Path(self.work_dir)
         members = read_routed(work / "members", self.producers, self.bounds[rank], self.bounds[rank + 1], MEMBER)
         roots, which = np.unique(members["root"], return_inverse=True)
-        root_ranks, root_idx = split_key(roots)
-        blob, offsets, lengths = bytearray(), np.zeros(len(roots), dtype=np.int64), np.zeros(len(roots), dtype=np.int64)
-        for r in np.unique(root_ranks):  # cluster id = id of the kept (first) document
-            ids = pq.read_table(self.input_files[r], columns=["id"]).column("id").to_pylist()
-            for k in np.flatnonzero(root_ranks == r).tolist():
-                raw = str(ids[root_idx[k]]).encode()
-                offsets[k], lengths[k] = len(blob), len(raw)
-                blob += raw
-        save(ids_path(work, rank), np.frombuffer(bytes(blob), dtype=np.uint8))
-        ranks, idx = split_key(members["key"])
         out = np.empty(len(members), dtype=CLUSTER_RECORD)
-        out["index"], out["size"], out["producer"] = idx, members["size"], rank
-        out["offset"], out["length"] = offsets[which], lengths[which]
+        ranks, out["index"] = split_key(members["key"])
+        out["size"], out["producer"] = members["size"], rank
+        del members
+        root_ranks, root_idx = split_key(roots)
+        del roots
+        pieces, lengths = [], np.zeros(len(root_ranks), dtype=np.int64)
+        for r in np.unique(root_ranks):  # cluster id = id of the kept (first) document; roots are in shard order
+            sel = np.flatnonzero(root_ranks == r)
+            ids = pq.read_table(self.input_files[r], columns=["id"]).column("id").take(pa.array(root_idx[sel]))
+            raw = [str(i).encode() for i in ids.to_pylist()]
+            lengths[sel] = [len(b) for b in raw]
+            pieces += raw
+        save(ids_path(work, rank), np.frombuffer(b"".join(pieces), dtype=np.uint8))
+        out["offset"], out["length"] = (np.cumsum(lengths) - lengths)[which], lengths[which]
         writer = RoutedWriter(work / "clusters", rank, len(self.input_files))
         writer.add(out, ranks)
         writer.close()
-        self.stat_update("clusters", value=len(roots))
+        self.stat_update("clusters", value=len(root_ranks))
         return
         yield
 

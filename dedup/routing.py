@@ -101,8 +101,11 @@ class RoutedWriter:
     def _flush(self) -> None:
         if not self.buffer:
             return
-        records = np.concatenate([r for r, _ in self.buffer])
-        dest = np.concatenate([d for _, d in self.buffer])
+        if len(self.buffer) == 1:  # one add: no concatenated copy
+            (records, dest), = self.buffer
+        else:
+            records = np.concatenate([r for r, _ in self.buffer])
+            dest = np.concatenate([d for _, d in self.buffer])
         self.buffer, self.buffered = [], 0
         order = np.argsort(dest, kind="stable")  # stable: a destination's records keep their order
         offsets = np.searchsorted(dest[order], np.arange(self.destinations + 1)).astype(np.int64)
