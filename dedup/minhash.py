@@ -207,7 +207,7 @@ class ClusterBuilder(PipelineStep):
             pieces += raw
         save(ids_path(work, rank), np.frombuffer(b"".join(pieces), dtype=np.uint8))
         out["offset"], out["length"] = (np.cumsum(lengths) - lengths)[which], lengths[which]
-        writer = RoutedWriter(work / "clusters", rank, len(self.input_files))
+        writer = RoutedWriter(work / "clusters", rank, max(1, len(self.input_files)))  # one destination per main task
         writer.add(out, ranks)
         writer.close()
         self.stat_update("clusters", value=len(root_ranks))

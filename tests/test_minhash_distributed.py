@@ -168,3 +168,15 @@ def test_stage_with_three_partitions_equals_derived_partitions(tmp_path):
     assert results[0] == results[1] == results[2]
     assert len(results[0][1]) >= 8 and results[0][2]["clusters"] >= 4
     assert results[0][2]["documents_in_clusters"] == len(results[0][1]) + results[0][2]["clusters"]
+
+
+def test_stage_without_duplicates_runs_no_star_round(tmp_path):
+    docs = extracted("c4")[:6]
+    record = run("minhash", docs, tmp_path, shards=2, workers=1)
+    kept, dropped = outcome(tmp_path / "out")
+    assert record["docs_in"] == len(kept) == 6 and not dropped
+    summary = json.loads((tmp_path / "out" / "minhash.json").read_text())
+    assert (summary["verified_pairs"], summary["documents_in_clusters"], summary["clusters"]) == (0, 0, 0)
+    passes = {p.name for p in (tmp_path / "out" / ".work" / "passes").iterdir()}
+    assert passes == {"signatures", "buckets", "verify", "members", "clusters", "main"}
+    assert all(d.metadata["minhash_cluster"] == i and d.metadata["minhash_cluster_size"] == 1 for i, d in kept.items())
