@@ -164,8 +164,27 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, %r)
 from dedup.lsh import components, split_key
-from dedup.minhash import signature_agreement
+from dedup.minhash import sig_path
 from dedup.workfiles import load
+
+
+def signature_agreement(work_dir, edges, chunk=1 << 16):  # as it was: rows gathered through memory maps
+    nodes, inverse = np.unique(np.concatenate([edges["u"], edges["v"]]), return_inverse=True)
+    ranks, idx = split_key(nodes)
+    rows = None
+    for r in np.unique(ranks):
+        sigs = load(sig_path(work_dir, int(r)), mmap=True)
+        if rows is None:
+            rows = np.empty((len(nodes), sigs.shape[1]), dtype=sigs.dtype)
+        sel = ranks == r
+        rows[sel] = sigs[idx[sel]]
+        del sigs
+    out = np.empty(len(edges), dtype=np.float64)
+    u, v = inverse[: len(edges)], inverse[len(edges) :]
+    for lo in range(0, len(edges), chunk):
+        out[lo : lo + chunk] = (rows[u[lo : lo + chunk]] == rows[v[lo : lo + chunk]]).mean(axis=1)
+    return out
+
 import pyarrow.parquet as pq
 import time
 work, inputs = Path(sys.argv[1]), json.loads(sys.argv[2])

@@ -26,6 +26,7 @@ records fit ``memory_gb`` (``sizing`` gives the plan the same figures); a shard-
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,20 +115,31 @@ class BucketMerger(PartitionStep):
         yield
 
 
+def signature_rows(path: Path, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of a 2-D ``.npy`` file, one ``pread`` each: a memory map would keep every page it
+    touched resident until unmapped (up to a whole shard's signatures in the task's peak RSS), where a
+    verify task needs a few rows of each shard."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        start, row, fd = f.tell(), shape[1] * dtype.itemsize, f.fileno()
+        data = b"".join(os.pread(fd, row, start + i * row) for i in idx.tolist())
+    return np.frombuffer(data, dtype=dtype).reshape(len(idx), shape[1])
+
+
 def signature_agreement(work_dir, edges: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     """Fraction of equal signature values for each edge (the MinHash estimate of Jaccard). Only the
-    rows of documents that appear in an edge are read, one signature file at a time (a memory map
-    left open over every file would keep their touched pages resident: corpus-sized)."""
+    rows of documents that appear in an edge are read, one signature file at a time."""
     nodes, inverse = np.unique(np.concatenate([edges["u"], edges["v"]]), return_inverse=True)
     ranks, idx = split_key(nodes)
     rows = None
     for r in np.unique(ranks):
-        sigs = load(sig_path(work_dir, int(r)), mmap=True)
+        sel = np.flatnonzero(ranks == r)
+        got = signature_rows(sig_path(work_dir, int(r)), idx[sel])
         if rows is None:
-            rows = np.empty((len(nodes), sigs.shape[1]), dtype=sigs.dtype)
-        sel = ranks == r
-        rows[sel] = sigs[idx[sel]]
-        del sigs
+            rows = np.empty((len(nodes), got.shape[1]), dtype=got.dtype)
+        rows[sel] = got
     out = np.empty(len(edges), dtype=np.float64)
     u, v = inverse[: len(edges)], inverse[len(edges) :]
     for lo in range(0, len(edges), chunk):
