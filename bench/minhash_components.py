@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dedup.components import BYTES_PER_MEMBER_RECORD, BYTES_PER_STAR_RECORD, MemberRouter, StarStep  # noqa: E402
+from dedup.components import BYTES_PER_MEMBER_RECORD, BYTES_PER_STAR_RECORD, MemberRouter, StarStep, root_slots  # noqa: E402
 from dedup.lsh import EDGE  # noqa: E402
 from dedup.minhash import BYTES_PER_MEMBER, ClusterBuilder, EdgeVerifier, bytes_per_candidate, sig_path  # noqa: E402
 from dedup.routing import SLOTS, RoutedWriter, manifest, plan_bounds, slot_of, total  # noqa: E402
@@ -146,7 +146,7 @@ def main() -> None:
     bounds = plan_bounds(src, producers, SLOTS, 0, BYTES_PER_MEMBER_RECORD, budget)
     run_pass("members", [MemberRouter(src, producers, bounds, work / "members", a.shards)], len(bounds) - 1, work, peaks)
     members = len(bounds) - 1
-    bounds = plan_bounds(work / "members", members, a.shards, 0, BYTES_PER_MEMBER, budget)
+    bounds = plan_bounds(work / "members", members, a.shards * root_slots(a.shards), 0, BYTES_PER_MEMBER, budget)
     run_pass("clusters", [ClusterBuilder(work, members, bounds, inputs)], len(bounds) - 1, work, peaks)
     new = {"verified_pairs": total(work / "star" / "000_verified", len(list((work / "star" / "000_verified").glob("*.json"))), "verified_pairs"),
            "clusters": total(work / "members", members, "clusters")}

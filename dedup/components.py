@@ -30,7 +30,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from dedup.lsh import EDGE
-from dedup.routing import SLOTS, RoutedWriter, manifest, plan_bounds, read_routed, slot_of
+from dedup.routing import SLOT_BITS, SLOTS, RoutedWriter, manifest, plan_bounds, read_routed, slot_of
 
 MEMBER = np.dtype([("key", "<u8"), ("root", "<u8"), ("size", "<i8")])
 # bytes per routed (node, neighbour) record a star task holds at its peak: the records read, their sort
@@ -132,8 +132,23 @@ class StarStep(PipelineStep):
         yield
 
 
+def root_slots(ranks: int) -> int:
+    """Destinations per input shard for MEMBER records: the kept documents of a corpus gather in its
+    first shards (the root is the smallest key), so one shard's components may be more than one task
+    can hold; each shard's roots are split by hash into this many slots (one when shards alone are many)."""
+    return max(1, SLOTS // max(1, ranks))
+
+
+def root_destination(roots: np.ndarray, ranks: int) -> np.ndarray:
+    """Destination of a component's records: its root's shard, then a hash slot of the root (contiguous
+    destinations are one shard's, so a task of the next pass reads few shards)."""
+    per = root_slots(ranks)
+    return (roots >> np.uint64(32)).astype(np.int64) * per + (slot_of(roots) * per >> SLOT_BITS)
+
+
 class MemberRouter(PipelineStep):
-    """Converged stars -> (node, root, size) records routed to the input shard of the root."""
+    """Converged stars -> (node, root, size) records routed to the input shard of the root (and a hash
+    slot of the root within it, ``root_destination``)."""
 
     name = "🧩 llamix component members"
     type = "🫂 - DEDUP"
@@ -146,8 +161,8 @@ class MemberRouter(PipelineStep):
         rec = read_routed(self.src, self.producers, self.bounds[rank], self.bounds[rank + 1], EDGE)
         members = star_members(rec)
         del rec
-        writer = RoutedWriter(self.dst, rank, self.ranks)
-        writer.add(members, (members["root"] >> np.uint64(32)).astype(np.int64))
+        writer = RoutedWriter(self.dst, rank, self.ranks * root_slots(self.ranks))
+        writer.add(members, root_destination(members["root"], self.ranks))
         roots = int((members["key"] == members["root"]).sum())
         writer.close(documents_in_clusters=len(members), clusters=roots)
         self.stat_update("clusters", value=roots)

@@ -38,8 +38,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 from loguru import logger
 
-from dedup.components import (BYTES_PER_MEMBER_RECORD, BYTES_PER_STAR_RECORD, MEMBER, grouped, route_edges,
-                               run_components)
+from dedup.components import (BYTES_PER_MEMBER_RECORD, BYTES_PER_STAR_RECORD, MEMBER, grouped, root_slots,
+                               route_edges, run_components)
 from dedup.lsh import EDGE, MERGE_BUDGET, doc_key, merge_runs, sorted_buckets, split_key, star_edges
 from dedup.routing import ROUTE_CHUNK, SLOTS, RoutedWriter, plan_bounds, read_routed, slot_of, tasks_for, total
 from dedup.signatures import CHUNK_SHINGLES, EMPTY, MinHasher, band_hashes, lsh_threshold, p_candidate
@@ -183,13 +183,25 @@ BYTES_PER_MEMBER = 200  # clusters task: MEMBER records (24 B) read, their roots
 #                         CLUSTER_RECORDs (40 B) and the writer's order and sorted copy
 
 
+def ids_at(path: str, index: np.ndarray) -> list:
+    """The ``id`` of the documents at sorted positions ``index`` of a shard, read in batches (decoding
+    the shard's whole id column at once takes ~100 bytes a document)."""
+    out, pos = [], 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=["id"]):
+        lo, hi = np.searchsorted(index, [pos, pos + len(batch)])
+        if hi > lo:
+            out += batch.column(0).take(pa.array(index[lo:hi] - pos)).to_pylist()
+        pos += len(batch)
+    return out
+
+
 def ids_path(work_dir, task: int) -> Path:
     return Path(work_dir) / "clusters" / "ids" / f"{task:05d}.npy"
 
 
 class ClusterBuilder(PipelineStep):
-    """The components whose kept document lies in a range of input shards: the kept document's id
-    (read from its shard, one shard at a time) becomes the cluster id; per member, (index, size, where
+    """The components whose kept document lies in a range of input shards (``root_destination``: by
+    shard, then by a hash slot of the root): the kept document's id (read from its shard, one shard at a time) becomes the cluster id; per member, (index, size, where
     the id is) routed to the member's input shard."""
 
     name = "🕸️ llamix minhash clusters"
@@ -213,8 +225,7 @@ class ClusterBuilder(PipelineStep):
         pieces, lengths = [], np.zeros(len(root_ranks), dtype=np.int64)
         for r in np.unique(root_ranks):  # cluster id = id of the kept (first) document; roots are in shard order
             sel = np.flatnonzero(root_ranks == r)
-            ids = pq.read_table(self.input_files[r], columns=["id"]).column("id").take(pa.array(root_idx[sel]))
-            raw = [str(i).encode() for i in ids.to_pylist()]
+            raw = [str(i).encode() for i in ids_at(self.input_files[r], root_idx[sel])]
             lengths[sel] = [len(b) for b in raw]
             pieces += raw
         save(ids_path(work, rank), np.frombuffer(b"".join(pieces), dtype=np.uint8))
@@ -303,7 +314,7 @@ class MinhashStage(Stage):
         members, producers, rounds = run_components(
             lambda name, steps, n: io.run_pass(name, steps, tasks=n), work, work / "star" / "000_verified", verified,
             tasks, parts, budget)
-        bounds = plan_bounds(members, producers, tasks, parts, BYTES_PER_MEMBER, budget)
+        bounds = plan_bounds(members, producers, tasks * root_slots(tasks), parts, BYTES_PER_MEMBER, budget)
         io.run_pass("clusters", [ClusterBuilder(work, producers, bounds, io.input_files)], tasks=len(bounds) - 1)
         io.run_pass("main", [io.reader(account=True), ClusterMarker(work, io.stage, len(bounds) - 1), io.writer()], tasks=tasks)
         candidates = total(work / "star" / "000_verified", verified, "candidate_pairs")
@@ -341,7 +352,7 @@ class MinhashStage(Stage):
         verify_tasks, verify_mem = hashed(candidates, bytes_per_candidate(hashes))
         star_tasks, star_mem = hashed(star_records, BYTES_PER_STAR_RECORD)
         member_tasks, member_mem = hashed(star_records, BYTES_PER_MEMBER_RECORD)
-        cluster_tasks, cluster_mem = hashed(nodes, BYTES_PER_MEMBER, most=shards)
+        cluster_tasks, cluster_mem = hashed(nodes, BYTES_PER_MEMBER, most=shards * root_slots(shards))
         passes = {"signatures": shards, "buckets": bands, "verify": verify_tasks}
         memory = {
             "signatures": per_shard * (hashes * 8 + bands * 8 + 48) + CHUNK_SHINGLES * hashes * 8,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dedup.components import (BYTES_PER_MEMBER_RECORD, BYTES_PER_STAR_RECORD, MEMBER, MemberRouter, StarStep,
-                              route_edges, run_components)
+                              root_slots, route_edges, run_components)
 from dedup.lsh import EDGE, components, doc_key
 from dedup.minhash import MinhashStage
 from dedup.routing import SLOTS, RoutedWriter, counted_records, read_routed
@@ -78,7 +78,7 @@ def distributed(tmp_path, pairs, producers: int, partitions: int, budget: float 
     seen: list = []
     members, tasks, rounds = run_components(lambda n, s, t: run_inline(n, s, t, seen), tmp_path, src, producers,
                                             RANKS, partitions, budget)
-    got = read_routed(members, tasks, 0, RANKS, MEMBER)
+    got = read_routed(members, tasks, 0, RANKS * root_slots(RANKS), MEMBER)
     assert len(np.unique(got["key"])) == len(got), "a node in two components"
     return {int(k): (int(r), int(s)) for k, r, s in got.tolist()}, rounds, seen
 
@@ -102,8 +102,9 @@ def test_members_are_routed_to_the_shard_of_their_root(tmp_path):
     ref = reference(pairs)
     got, _, seen = distributed(tmp_path, pairs, 2, 3)
     members_dir, producers = tmp_path / "members", seen[-1][2]
-    for rank in range(RANKS):
-        recs = read_routed(members_dir, producers, rank, rank + 1, MEMBER)
+    per = root_slots(RANKS)
+    for rank in range(RANKS):  # a shard's destinations are contiguous (hash slots of its roots)
+        recs = read_routed(members_dir, producers, rank * per, (rank + 1) * per, MEMBER)
         assert all(int(r) >> 32 == rank for r in recs["root"])
         assert {int(k) for k in recs["key"]} == {n for n, (r, _) in ref.items() if r >> 32 == rank}
 
