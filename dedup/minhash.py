@@ -134,12 +134,13 @@ def signature_agreement(work_dir, edges: np.ndarray, chunk: int = 1 << 16) -> np
     nodes, inverse = np.unique(np.concatenate([edges["u"], edges["v"]]), return_inverse=True)
     ranks, idx = split_key(nodes)
     rows = None
-    for r in np.unique(ranks):
-        sel = np.flatnonzero(ranks == r)
-        got = signature_rows(sig_path(work_dir, int(r)), idx[sel])
+    present = np.unique(ranks)  # nodes are sorted, so each shard's rows are one contiguous run
+    cuts = np.searchsorted(ranks, np.append(present, present[-1] + 1) if len(present) else present)
+    for r, lo, hi in zip(present.tolist(), cuts[:-1].tolist(), cuts[1:].tolist()):
+        got = signature_rows(sig_path(work_dir, r), idx[lo:hi])
         if rows is None:
             rows = np.empty((len(nodes), got.shape[1]), dtype=got.dtype)
-        rows[sel] = got
+        rows[lo:hi] = got
     out = np.empty(len(edges), dtype=np.float64)
     u, v = inverse[: len(edges)], inverse[len(edges) :]
     for lo in range(0, len(edges), chunk):
@@ -223,10 +224,11 @@ class ClusterBuilder(PipelineStep):
         root_ranks, root_idx = split_key(roots)
         del roots
         pieces, lengths = [], np.zeros(len(root_ranks), dtype=np.int64)
-        for r in np.unique(root_ranks):  # cluster id = id of the kept (first) document; roots are in shard order
-            sel = np.flatnonzero(root_ranks == r)
-            raw = [str(i).encode() for i in ids_at(self.input_files[r], root_idx[sel])]
-            lengths[sel] = [len(b) for b in raw]
+        present = np.unique(root_ranks)  # cluster id = id of the kept (first) document; roots are sorted
+        cuts = np.searchsorted(root_ranks, np.append(present, present[-1] + 1) if len(present) else present)
+        for r, lo, hi in zip(present.tolist(), cuts[:-1].tolist(), cuts[1:].tolist()):
+            raw = [str(i).encode() for i in ids_at(self.input_files[r], root_idx[lo:hi])]
+            lengths[lo:hi] = [len(b) for b in raw]
             pieces += raw
         save(ids_path(work, rank), np.frombuffer(b"".join(pieces), dtype=np.uint8))
         out["offset"], out["length"] = (np.cumsum(lengths) - lengths)[which], lengths[which]
