@@ -5,9 +5,9 @@ that change with the number of tasks. Here every scan task writes, per band, its
 records *sorted*; one task per band merges the sorted runs of all tasks chunk by chunk (memory: one
 chunk per run, whatever the corpus size) and emits, for each group of equal band hashes, an edge from
 the group's first document to each other member. Documents are keyed by their position in the input,
-``rank << 32 | index``, so "first" is the same whatever the number of tasks. Connected components run
-over the (deduplicated, verified) edges only: memory grows with the number of duplicate documents,
-not with the corpus.
+``rank << 32 | index``, so "first" is the same whatever the number of tasks. ``components`` is the
+single-process reference of connected components (one array over every edge); the stage runs the
+distributed equivalent in ``dedup.components``, and the tests hold the two to the same result.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def star_edges(batch: np.ndarray) -> np.ndarray:
 def components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Connected components of an edge list over uint64 keys: (nodes, root of each node, size of
     each node's component). The root is the smallest key of the component (min-label propagation
-    with pointer jumping, vectorised)."""
+    with pointer jumping, vectorised). In-memory reference for ``dedup.components`` (which the stage runs)."""
     if len(edges) == 0:
         empty = np.empty(0, dtype=np.uint64)
         return empty, empty, np.empty(0, dtype=np.int64)
