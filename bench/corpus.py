@@ -14,8 +14,9 @@ data/sample/SOURCES.md), only the assembly is generated.
   (minhash clusters); ``FOREIGN`` of the pages are in one of the sample's non-English languages (bg
   Wikipedia, the de/fr/es/it/pt/ja Debian reference pages: langid excludes them). Page ``i`` depends only
   on (seed, i), so files are written independently, in parallel, and a rerun skips finished files.
-* ``write_source_inputs``: enlarged raw inputs for the other sources' extract (copies of the sample's
-  files with varied ids/names, up to a target size or document count).
+* ``write_source_inputs``: enlarged raw inputs for the other sources (copies of the sample's files with
+  varied ids/names, up to a target size or document count; C4 documents assembled like the pages' bodies,
+  since copies would leave minhash and everything after it with nothing to measure).
 """
 
 from __future__ import annotations
@@ -185,10 +186,22 @@ def _copies(target_bytes: float, unit_bytes: int, target_docs: int, unit_docs: i
     return max(1, min(-(-int(target_bytes) // max(1, unit_bytes)), -(-target_docs // max(1, unit_docs))))
 
 
+C4_DOC_BYTES = 2_200  # C4 en: ~2.2 KB of text a document
+
+
+def c4_record(i: int, seed: int = 0) -> dict:
+    """A C4-format record (text, url, timestamp) whose text is 2-6 real English paragraphs of the sample,
+    assembled for document ``i`` (no boilerplate, no near-duplicates: C4 is already cleaned)."""
+    pool, rng = text_pools()["en"], _rng(seed, "c4", i)
+    paragraphs = [" ".join(rng.choice(pool) for _ in range(rng.randint(2, 5))) for _ in range(rng.randint(2, 6))]
+    return {"text": "\n".join(paragraphs), "timestamp": "2019-04-25T12:00:00Z", "url": f"https://c4-gen.example.org/doc/{i}"}
+
+
 def write_source_inputs(out_dir: Path, source: str, target_mb: float = 20, target_docs: int = 5000) -> Path:
     """``out_dir/<source>/``: copies of the sample's ``source`` files (ids/names varied per copy) until the
-    input holds >= ``target_mb`` MB or >= ``target_docs`` documents (the smaller number of copies);
-    returns the folder. Done once: a folder with ``.complete`` is returned as is."""
+    input holds >= ``target_mb`` MB or >= ``target_docs`` documents (the smaller number of copies; GitHub
+    twice the MB: code_quality drops a third, and exactdedup must still see >= ``target_mb``), C4 ``max(target_docs, target_mb / 2.2 KB)`` assembled documents; returns the folder.
+    Done once: a folder with ``.complete`` is returned as is."""
     dest = Path(out_dir) / source
     if (dest / ".complete").exists():
         return dest
@@ -197,17 +210,11 @@ def write_source_inputs(out_dir: Path, source: str, target_mb: float = 20, targe
     dest.mkdir(parents=True)
     src = SAMPLE / source
     target = target_mb * 1e6
-    if source == "c4":
-        lines = gzip.open(next(src.glob("*.json.gz")), "rt", encoding="utf-8").read().splitlines()
-        n = _copies(target, sum(map(len, lines)), target_docs, len(lines))
-        per_file = max(1, -(-n // 4))
+    if source == "c4":  # copies would be removed by minhash: documents assembled like the WET pages' bodies
+        n = max(target_docs, int(target / C4_DOC_BYTES))
+        per_file = -(-n // 4)
         for f, start in enumerate(range(0, n, per_file)):
-            out = []
-            for k in range(start, min(n, start + per_file)):
-                for line in lines:
-                    rec = json.loads(line)
-                    rec["url"] = f"{rec['url']}?copy={k}"
-                    out.append(json.dumps(rec, ensure_ascii=False))
+            out = [json.dumps(c4_record(i), ensure_ascii=False) for i in range(start, min(n, start + per_file))]
             atomic_write_bytes(dest / f"gen-c4-train.{f:05d}-of-01024.json.gz", gzip.compress(("\n".join(out) + "\n").encode(), mtime=0))
     elif source == "wikipedia":
         xml = bz2.open(src / "enwiki-20160501-pages-articles-sample.xml.bz2").read()
@@ -224,7 +231,7 @@ def write_source_inputs(out_dir: Path, source: str, target_mb: float = 20, targe
     elif source == "github":
         repos = sorted(p for p in src.iterdir() if p.is_dir())
         size = sum(f.stat().st_size for r in repos for f in r.rglob("*") if f.is_file())
-        n = _copies(target, size, target_docs, 27)
+        n = _copies(2 * target, size, target_docs, 27)
         for k in range(n):
             for r in repos:
                 with atomic_open(dest / f"{r.name}-gen{k:03d}.tar.gz", "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:

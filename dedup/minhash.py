@@ -358,7 +358,7 @@ class MinhashStage(Stage):
         passes = {"signatures": shards, "buckets": bands, "verify": verify_tasks}
         memory = {
             "signatures": per_shard * (hashes * 8 + bands * 8 + 48) + CHUNK_SHINGLES * hashes * 8,
-            "buckets": 2 * MERGE_BUDGET + ROUTE_CHUNK * ROUTED_BYTES_PER_RECORD,
+            "buckets": 2 * MERGE_BUDGET + min(ROUTE_CHUNK, docs) * ROUTED_BYTES_PER_RECORD,  # a band's edges <= its documents
             "verify": verify_mem,
         }
         for r in range(1, PLANNED_ROUNDS + 1):

@@ -178,9 +178,12 @@ class ExtractStage(Stage):
     @classmethod
     def sizing(cls, params: dict, *, shards: int, docs: float, nbytes: float) -> dict:
         """One pass, ``main``, of ``shards`` tasks (``shards``: the raw input entries); a task streams its
-        entries one record at a time (``max_record_bytes`` bounds a record: its bytes and its text)."""
+        entries one record at a time: its bytes and its text, a raw record's average size (``nbytes /
+        docs``; a whole book or paper is one record), never more than ``max_record_bytes``."""
         tasks = cls.estimate_from_sizes(params, shards, nbytes)
-        return {"passes": {"main": tasks}, "memory": {"main": int(params.get("max_record_bytes") or DEFAULT_MAX_RECORD) * 2}}
+        cap = int(params.get("max_record_bytes") or DEFAULT_MAX_RECORD)
+        record = min(cap, nbytes / docs) if docs else cap
+        return {"passes": {"main": tasks}, "memory": {"main": 2.0 * record}}
 
     @classmethod
     def estimate_from_sizes(cls, params: dict, entries: int, nbytes: float) -> int:

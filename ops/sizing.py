@@ -91,15 +91,22 @@ AVG_LINE_BYTES = 120      # CommonCrawl paragraphs, for line dedup record counts
 SORT_FACTOR = 4           # first_occurrence: records + sorted copy + order/mask arrays + kept copy
 RECORD_BYTES = {"linededup": 20, "exactdedup": 24}  # dedup/linededup.py, dedup/exactdedup.py RANKED dtypes
 SIGNATURE_BYTES_PER_HASH = 4  # dedup/signatures.py: uint32 minima
-# Memory per task. PROCESS_BASELINE: VmRSS of a fresh interpreter after `import pipeline.runner` (python,
-# datatrove, pyarrow, numpy: 79.9 MB) and datatrove's local executor (93.5 MB), measured on this repo.
-PROCESS_BASELINE = 94e6
+# Memory per task. PROCESS_BASELINE: VmRSS of the driver once every stage is imported (python, datatrove,
+# pyarrow, numpy, fasttext, kenlm, sentencepiece: 160 MB, `python -c "import pipeline.registry as r;
+# [r.stage_class(s) for s in r.STAGES]"` then /proc/self/status); a local worker is a fork of it (the
+# partition passes of bench/scale.py's runs peak at 165-175 MB) and a Slurm task imports no more than it.
+PROCESS_BASELINE = 160e6
+# What a task's Parquet reader / writer hold beyond the rows themselves (Arrow's memory pool, a decoded row
+# group, the zstd contexts): fitted on bench/scale.py's 50,000-page run, where extract's tasks only write
+# (peak 225 MB) and tokenize's only read (peak 280 MB); the 500,000-page run and the other stages check them.
+PARQUET_WRITE_RSS = 50e6
+DOC_PASSES = {"main", "hash", "signatures", "score", "shingles"}  # passes that read the input shards (dedup/, filters/perplexity.py)
+PARQUET_READ_RSS = 100e6
 TASK_CEILING = 16e9       # issue #15: no task over 16 GB, whatever its allocation
 READER_BATCH = 1024       # pipeline/documents.py: iter_batches(batch_size=1024)
 ROWS_PER_GROUP = 2000     # pipeline/documents.py: rows buffered per Parquet row group
 READ_COPIES = 3           # a batch as Arrow buffers + decompressed pages + Python strings (to_pydict)
 WRITE_COPIES = 2          # buffered row dicts + the Arrow table written from them
-MAX_RECORD_BYTES = 64 * 2**20  # ingest/safeio.py DEFAULT_MAX_RECORD: the largest record extract holds (bytes + text)
 LID_MODEL_BYTES = 938_013  # filters/lid_model.py: lid.176.ftz (quantized; loaded about its file size)
 KENLM_BYTES_PER_TEXT_BYTE = 15.3  # sample build: en.bin 44.4 MB from 2.9 MB of Wikipedia (5-gram, unpruned, probing); linear = upper bound
 SP_BYTES_PER_PIECE = 137  # sample build: en.sp.model 273.6 KB for 2,000 pieces
@@ -237,7 +244,6 @@ def stage_sizing(stage: str, params: dict[str, Any], *, shards: int, docs: float
 
 
 # ---- what a task holds besides its pass's working set ----------------------------------------------
-EXTRACT_RECORD_CAP = {"arxiv": 128 * 2**20}  # ingest/arxiv.py DEFAULT_MAX_PAPER_BYTES: a whole paper is one record
 TASK_PARAMS = {  # parameters besides the input shard count that set a stage's extra passes
     "linededup": "group_shards, prefix_bits, memory_gb", "minhash": "bands, partitions, memory_gb",
     "exactdedup": "prefix_bits", "bookdedup": "",
@@ -245,8 +251,8 @@ TASK_PARAMS = {  # parameters besides the input shard count that set a stage's e
 
 
 def model_sizes(manifest, stats: dict | None = None) -> dict[str, float]:
-    """Bytes each model stage's artefact takes in a task that loads it: the built files' sizes from a
-    build's stats when given, else estimated from the models' parameters."""
+    """Bytes each model stage's artefact takes in a task that loads it: for a finished build (``stats``
+    given) its stats' figures and the files on disk, else estimated from the models' parameters."""
     lm, wr, tok = (manifest.model_params(n) for n in ("lm", "wikiref_train", "tokenizer"))
     langs = list(lm.get("languages") or ["en"])
     sp = int(lm.get("sp_vocab_size", 65536)) * SP_BYTES_PER_PIECE
@@ -261,6 +267,23 @@ def model_sizes(manifest, stats: dict | None = None) -> dict[str, float]:
         sizes["lm"] = sum(float(v.get("model_bytes", 0)) + sp for v in built["lm"]["languages"].values())
     if (built.get("wikiref_train") or {}).get("model_bytes"):
         sizes["wikiref_train"] = float(built["wikiref_train"]["model_bytes"])
+    if stats is not None:  # a finished build: the files its tasks loaded (models copied in have no stats)
+        sizes.update(built_model_bytes(manifest))
+    return sizes
+
+
+def built_model_bytes(manifest) -> dict[str, float]:
+    """Sizes of the models a finished build has on disk (its artefact files; scratch and markers left
+    out): what its tasks really loaded, whatever its stats say."""
+    from storage.layout import Layout
+
+    layout, sizes = Layout(manifest.out_root), {}
+    for name in ("lm", "wikiref_train", "tokenizer"):
+        folder = layout.model_dir(name)
+        if (folder / "_SUCCESS").exists():
+            sizes[name] = float(sum(f.stat().st_size for f in folder.rglob("*")
+                                    if f.is_file() and ".work" not in f.relative_to(folder).parts and not f.name.endswith(".json")
+                                    and f.name != "_SUCCESS"))
     return sizes
 
 
@@ -278,13 +301,12 @@ def io_working_set(stage: str, source: str, params: dict[str, Any], docs: float,
     per_task = docs / max(1, tasks)
     doc = text / docs if docs else 0.0
     written = min(ROWS_PER_GROUP, per_task) * doc * WRITE_COPIES
-    if stage == "extract":
-        cap = params.get("max_record_bytes") or EXTRACT_RECORD_CAP.get(source, MAX_RECORD_BYTES)
-        return written + 2 * min(float(cap), max(doc, text / max(1, tasks)))
-    read = min(READER_BATCH, per_task) * doc * READ_COPIES
+    if stage == "extract":  # the raw record it holds: ExtractStage.sizing
+        return PARQUET_WRITE_RSS + written
+    read = PARQUET_READ_RSS + min(READER_BATCH, per_task) * doc * READ_COPIES
     if stage == "tokenize":  # token ids buffered until a shard closes (max_tokens_per_shard, uint16)
         return read + 2 * min(float(params.get("max_tokens_per_shard") or 100_000_000), text / max(1, tasks) / BYTES_PER_TOKEN)
-    return read + written
+    return read + PARQUET_WRITE_RSS + written
 
 
 @dataclass
@@ -333,7 +355,8 @@ def size_stage(manifest, source: str, stage: str, *, docs: float, nbytes: float,
     loads = stage_loads(stage, models)
     io = io_working_set(stage, source, params, docs if stage != "extract" else text / DOC_BYTES.get(source, 4000),
                         text if stage != "download" else 0.0, main)
-    memory = PROCESS_BASELINE + loads + io + max(pass_memory.values(), default=0.0)
+    # the passes over the input shards hold a reader (and the last a writer); the others only their records
+    memory = PROCESS_BASELINE + loads + max((io if name in DOC_PASSES else 0.0) + pass_memory.get(name, 0.0) for name in passes)
     if stage == "download":
         disk = nbytes
     elif stage == "tokenize":

@@ -89,12 +89,17 @@ def test_volumes_tasks_disk_memory_and_core_hours(tmp_path):
     docs = 100e9 / P.DOC_BYTES["commoncrawl"]
     assert cc("tokenize").docs_in == pytest.approx(docs)
     assert cc("tokenize").disk == pytest.approx(100e9 / P.BYTES_PER_TOKEN * 2 + docs * 8)
-    # memory per task = process + models loaded + document buffers + the largest pass's working set
+    # memory per task = process + models loaded + the largest pass: its records, plus the document buffers
+    # when it reads the input shards
     for r in rows.values():
-        assert r.memory == pytest.approx(P.PROCESS_BASELINE + r.loads + r.io + max(r.pass_memory.values(), default=0))
+        passes = [(r.io if name in P.DOC_PASSES else 0) + r.pass_memory.get(name, 0) for name in r.passes]
+        if r.source == "*":  # a model build: its largest phase
+            passes = list(r.pass_memory.values())
+        assert r.memory == pytest.approx(P.PROCESS_BASELINE + r.loads + max(passes))
     assert cc("langid").loads == P.LID_MODEL_BYTES and cc("extract").loads == 0
     per_task = cc("langid").docs_in / files
-    assert cc("langid").io == pytest.approx(min(1024, per_task) * 4000 * P.READ_COPIES + min(2000, per_task) * 4000 * P.WRITE_COPIES)
+    assert cc("langid").io == pytest.approx(P.PARQUET_READ_RSS + min(1024, per_task) * 4000 * P.READ_COPIES
+                                            + P.PARQUET_WRITE_RSS + min(2000, per_task) * 4000 * P.WRITE_COPIES)
     assert gh.pass_memory == {"first": pytest.approx(gh.docs_in / 4 * 24 * P.SORT_FACTOR)}  # exactdedup: no hook, the default
     assert cc("linededup").mem_limit == 2**30
     # core-hours: commoncrawl langid has its own (baseline) line, github falls back to `any`
@@ -128,7 +133,7 @@ def test_a_stage_sizing_hook_is_what_the_plan_uses(tmp_path, monkeypatch):
     r = rows[("commoncrawl", "langid")]
     assert r.passes == {"scan": 3, "main": rows[("commoncrawl", "extract")].passes["main"]}
     assert r.pass_memory == {"scan": pytest.approx(r.docs_in * 100)}
-    assert r.memory == pytest.approx(P.PROCESS_BASELINE + P.LID_MODEL_BYTES + r.io + r.docs_in * 100)
+    assert r.memory == pytest.approx(P.PROCESS_BASELINE + P.LID_MODEL_BYTES + r.docs_in * 100)  # "scan" reads no shard
     assert r.flagged and r.memory > 2 * 2**30  # 100 bytes a document cannot fit the 2 GiB allocation
 
 
