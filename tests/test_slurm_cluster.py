@@ -64,7 +64,8 @@ def run_pipeline(manifest: Path, *args: str, env=None) -> subprocess.CompletedPr
 
 
 def passes(root: Path) -> list[Path]:
-    return sorted(root.glob("*/*/.work/passes/*"))
+    """Every pass folder: stages' (<stage>/<source>/), models' (models/<name>/) and the tokenizer's build."""
+    return sorted({*root.glob("*/*/.work/passes/*"), *root.glob("*/.work/passes/*")})
 
 
 @pytest.fixture

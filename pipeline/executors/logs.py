@@ -38,14 +38,33 @@ def _quiet_add_task_logger(logging_dir, rank: int, local_rank: int = 0, node_ran
     logger.remove()
     logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
     logger.add(sys.stderr, level=TASK_CONSOLE_LEVEL if local_rank == 0 else "ERROR", format=_FORMAT)
-    logger.add(logfile, level="DEBUG")
+    logger.add(_file_sink(logfile), level="DEBUG")
     return logfile
+
+
+def _file_sink(logfile):
+    """The task log file as a sink that stops writing when the disk refuses (a full disk): the error is
+    on the console already, and loguru would otherwise print its own traceback for every record."""
+    refused: list[OSError] = []
+
+    def write(message) -> None:
+        if refused:
+            return
+        try:
+            logfile.write(message)
+        except OSError as e:
+            refused.append(e)
+
+    return write
 
 
 def _quiet_close_task_logger(logfile):
     logger.complete()
     setup_console_logging()
-    logfile.close()
+    try:
+        logfile.close()
+    except OSError:  # the buffered tail of a task log on a full disk
+        pass
 
 
 def install_task_logging() -> None:
