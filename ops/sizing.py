@@ -21,10 +21,12 @@ is arithmetic on stated assumptions; this docstring is their one statement, each
   text bytes; token shards are 2 bytes per token (``BYTES_PER_TOKEN`` text bytes each) + 8 per document.
 * Memory per task (predicted peak RSS of the stage's largest task) = ``PROCESS_BASELINE`` + what the stage
   loads (``stage_loads``: lid.176, the KenLM model + SentencePiece, the wikiref classifier, the tokenizer)
-  + its document I/O (``io_working_set``: a reader batch of ``READER_BATCH`` rows x ``READ_COPIES``, a
-  writer row group of ``ROWS_PER_GROUP`` rows x ``WRITE_COPIES``; extract: one input record of at most
-  ``max_record_bytes``) + the largest pass's own working set (the hook's ``memory``; without a hook the
-  dedup partition arithmetic of ``dedup_memory``: records x bytes per record x ``SORT_FACTOR``). Flagged
+  + its largest pass: the pass's own working set (the hook's ``memory``; without a hook the dedup
+  partition arithmetic of ``dedup_memory``: records x bytes per record x ``SORT_FACTOR``), plus, in the
+  passes that read the input shards (``DOC_PASSES``), the document I/O (``io_working_set``: the Parquet
+  reader's and writer's own ``PARQUET_READ_RSS`` / ``PARQUET_WRITE_RSS``, a reader batch of ``READER_BATCH``
+  rows x ``READ_COPIES``, a writer row group of ``ROWS_PER_GROUP`` rows x ``WRITE_COPIES``; extract's raw
+  record is its hook's). bench/scale.py compares this with measured peaks at two sizes. Flagged
   ``(!)`` when above the stage's Slurm ``cpus_per_task x mem_per_cpu_gb`` or above ``TASK_CEILING``.
 * Model builds (lm, wikiref_train, tokenizer) are rows of their own (one ``build`` task, their
   ``resources.stages.<model>``), sized in ``model_rows``.
