@@ -71,10 +71,11 @@ def test_a_resumed_pass_keeps_the_first_runs_records(tmp_path):
     first = _records(logging_dir)
     (logging_dir / "usage" / "00001.json").unlink()
     os.remove(logging_dir / "completions" / "00001")  # as if task 1 had been killed
-    run([_alloc_by_rank([1, 1])], tasks=2, logging_dir=logging_dir, name="p")
+    run([_alloc_by_rank([1, 120])], tasks=2, logging_dir=logging_dir, name="p")
     again = _records(logging_dir)
     assert again[0] == first[0]  # completed task not rerun, its record untouched
-    assert 1 in again
+    # the rerun task wrote a record of its own run: the 120 MiB it touched this time, not the first run's 1 MiB
+    assert again[1]["peak_rss_bytes"] >= first[1]["peak_rss_bytes"] + 100 * MB
 
 
 def test_a_failed_task_writes_no_record(tmp_path):
